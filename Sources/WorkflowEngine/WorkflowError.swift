@@ -1,0 +1,33 @@
+/// The engine's error. `code` names what went wrong in the protocol's terms; `message` is safe
+/// to show a client (no SQL, no DSN, no secrets).
+public struct WorkflowError: Error, Sendable, Equatable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        public let name: String
+        private init(_ name: String) { self.name = name }
+        public var description: String { name }
+
+        public static let badRequest = Code("BAD_REQUEST")
+        public static let notFound = Code("NOT_FOUND")
+        public static let invalidState = Code("INVALID_STATE")
+        /// The database cannot be reached right now; nothing was changed.
+        public static let unavailable = Code("UNAVAILABLE")
+        /// A write whose outcome is unknown (the connection dropped during COMMIT).
+        public static let outcomeUnknown = Code("INTERNAL")
+        public static let conflict = Code("CONFLICT")
+        public static let definition = Code("DEFINITION")
+        public static let internalError = Code("INTERNAL")
+        public static let draining = Code("DRAINING")
+    }
+
+    public var code: Code
+    public var message: String
+    public var retryable: Bool
+
+    public init(_ code: Code, _ message: String, retryable: Bool = false) {
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+    }
+
+    public var description: String { "\(code): \(message)" }
+}

@@ -1,0 +1,284 @@
+/// The persistence the engine needs. `WorkflowMariaDB.MariaDBWorkflowStore` is the real one;
+/// `InMemoryWorkflowStore` is a fake for pure engine tests.
+///
+/// Every method that changes a run also writes the outbox row announcing the change in the same
+/// transaction (guarantee 1), and every change of an existing run is conditional on its version
+/// (guarantee 2).
+public protocol WorkflowStore: RecordStore, EventLogStore, TimeoutStore, CursorStore, LeaseStore {}
+
+// MARK: - Records
+
+/// A scheduled operation to create together with a change of a run.
+public struct NewTimeout: Sendable, Equatable {
+    public var kind: TimeoutKind
+    /// The status the run must still be in when the timeout fires.
+    public var status: Int
+    public var expireAt: Timestamp
+    /// For retries: the attempt this retry will be (1 = first retry).
+    public var attempt: Int
+
+    public init(kind: TimeoutKind, status: Int, expireAt: Timestamp, attempt: Int = 0) {
+        self.kind = kind
+        self.status = status
+        self.expireAt = expireAt
+        self.attempt = attempt
+    }
+}
+
+public enum TimeoutKind: Int, Sendable, Codable {
+    /// A workflow deadline: "leave this status by then, or else".
+    case timeout = 1
+    /// A durable retry of a step that threw.
+    case retry = 2
+}
+
+/// A run to create: the record, its first outbox row, and any timeouts of its first status.
+public struct NewRun: Sendable {
+    public var run: Run
+    public var timeouts: [NewTimeout]
+
+    public init(run: Run, timeouts: [NewTimeout] = []) {
+        self.run = run
+        self.timeouts = timeouts
+    }
+}
+
+public enum CreateRunResult: Sendable, Equatable {
+    case created(Run)
+    /// An unfinished run for the same (workflow, foreign id) already existed.
+    case existing(Run)
+
+    public var run: Run {
+        switch self {
+        case .created(let r), .existing(let r): r
+        }
+    }
+}
+
+/// A conditional change of one run: applied only while the stored version is `expectedVersion`.
+/// `run` is the run as it will be (its `version` must be `expectedVersion + 1`).
+public struct RunUpdate: Sendable {
+    public var run: Run
+    public var expectedVersion: Int64
+    /// Cancel the run's pending timeouts and retries (done when the run leaves a status or
+    /// stops running), in the same transaction.
+    public var cancelPendingTimeouts: Bool
+    /// Timeouts to create for the status the run enters.
+    public var newTimeouts: [NewTimeout]
+    /// Mark this timeout completed in the same transaction; if it is no longer pending, the
+    /// whole update is refused (a timeout fires at most once).
+    public var completesTimeout: Int64?
+    /// Write an outbox row for this change. Only meta-only changes (a retry counter) skip it.
+    public var emitsEvent: Bool
+
+    public init(
+        run: Run, expectedVersion: Int64, cancelPendingTimeouts: Bool = false,
+        newTimeouts: [NewTimeout] = [], completesTimeout: Int64? = nil, emitsEvent: Bool = true
+    ) {
+        precondition(run.version == expectedVersion + 1, "a RunUpdate must raise the version by one")
+        self.run = run
+        self.expectedVersion = expectedVersion
+        self.cancelPendingTimeouts = cancelPendingTimeouts
+        self.newTimeouts = newTimeouts
+        self.completesTimeout = completesTimeout
+        self.emitsEvent = emitsEvent
+    }
+}
+
+public enum UpdateOutcome: Sendable, Equatable {
+    case applied
+    /// The run was not at the expected version (or is gone, or the timeout already fired).
+    case conflict
+}
+
+public enum SortOrder: String, Sendable {
+    case ascending = "asc"
+    case descending = "desc"
+}
+
+/// Position in a listing: the last row of the previous page. Keyset pagination over
+/// (created_at, run_id) is stable under concurrent inserts: every row that exists for the
+/// whole walk is visited exactly once.
+public struct RunCursor: Sendable, Equatable, Hashable {
+    public var createdAt: Timestamp
+    public var runID: String
+    public init(createdAt: Timestamp, runID: String) {
+        self.createdAt = createdAt
+        self.runID = runID
+    }
+}
+
+public struct RunQuery: Sendable {
+    public var workflow: String?
+    public var foreignIDs: [String]
+    public var statuses: [Int]
+    public var runStates: [RunState]
+    /// Inclusive lower bound on created_at.
+    public var createdAfter: Timestamp?
+    /// Exclusive upper bound on created_at.
+    public var createdBefore: Timestamp?
+    public var order: SortOrder
+    public var limit: Int
+    public var after: RunCursor?
+
+    public init(
+        workflow: String? = nil, foreignIDs: [String] = [], statuses: [Int] = [], runStates: [RunState] = [],
+        createdAfter: Timestamp? = nil, createdBefore: Timestamp? = nil, order: SortOrder = .ascending,
+        limit: Int = 25, after: RunCursor? = nil
+    ) {
+        self.workflow = workflow
+        self.foreignIDs = foreignIDs
+        self.statuses = statuses
+        self.runStates = runStates
+        self.createdAfter = createdAfter
+        self.createdBefore = createdBefore
+        self.order = order
+        self.limit = limit
+        self.after = after
+    }
+}
+
+public struct RunPage: Sendable {
+    public var runs: [Run]
+    /// nil at the end.
+    public var next: RunCursor?
+    public init(runs: [Run], next: RunCursor?) {
+        self.runs = runs
+        self.next = next
+    }
+}
+
+public protocol RecordStore: Sendable {
+    /// Inserts the run and its outbox row in one transaction. If an unfinished run exists for
+    /// the same (workflow, foreign id) — the database refuses a second — returns that one.
+    func create(_ new: NewRun) async throws -> CreateRunResult
+    /// Applies each update conditionally on its version, writing its outbox row and timeout
+    /// changes in the same transaction. Many updates go in one transaction; if that transaction
+    /// fails for a reason other than a version conflict, each is retried on its own, so one bad
+    /// run cannot fail the others. Outcomes are in the order of `updates`.
+    func update(_ updates: [RunUpdate]) async throws -> [UpdateOutcome]
+    func lookup(runID: String) async throws -> Run?
+    func lookup(runIDs: [String]) async throws -> [Run]
+    /// The most recently created run for (workflow, foreign id).
+    func latest(workflow: String, foreignID: String) async throws -> Run?
+    func list(_ query: RunQuery) async throws -> RunPage
+}
+
+// MARK: - Outbox and event log
+
+public struct OutboxRow: Sendable, Equatable {
+    public var id: Int64
+    public var data: EventData
+    public var createdAt: Timestamp
+    public init(id: Int64, data: EventData, createdAt: Timestamp) {
+        self.id = id
+        self.data = data
+        self.createdAt = createdAt
+    }
+}
+
+public struct OutboxStats: Sendable, Equatable {
+    public var pending: Int
+    public var oldest: Timestamp?
+    public init(pending: Int, oldest: Timestamp?) {
+        self.pending = pending
+        self.oldest = oldest
+    }
+}
+
+public protocol EventLogStore: Sendable {
+    /// Outbox rows in creation order.
+    func outboxBatch(limit: Int) async throws -> [OutboxRow]
+    /// Deletes outbox rows; returns how many were deleted.
+    @discardableResult func deleteOutbox(ids: [Int64]) async throws -> Int
+    func outboxStats() async throws -> OutboxStats
+    /// Appends events with the next `seq` values; concurrent appenders never leave a gap nor
+    /// share a `seq` (a loser gets an error and appends nothing). Returns the stored events.
+    func append(_ events: [EventData]) async throws -> [WorkflowEvent]
+    /// The relay's step: in one transaction, moves up to `limit` outbox rows, in creation order,
+    /// into the event log with the next `seq` values and deletes them. Returns what it appended.
+    func relay(limit: Int) async throws -> [WorkflowEvent]
+    /// Events with `seq > after` matching `filter`, in `seq` order.
+    func events(after: Int64, filter: EventFilter, limit: Int) async throws -> [WorkflowEvent]
+    /// Every event of one run, in `seq` order.
+    func history(runID: String) async throws -> [WorkflowEvent]
+    /// The highest `seq` in the log (0 when empty).
+    func head() async throws -> Int64
+}
+
+// MARK: - Timeouts
+
+public struct TimeoutRecord: Sendable, Equatable {
+    public var id: Int64
+    public var workflow: String
+    public var foreignID: String
+    public var runID: String
+    public var kind: TimeoutKind
+    public var status: Int
+    public var attempt: Int
+    public var expireAt: Timestamp
+    public var createdAt: Timestamp
+    public var completed: Bool
+    public var cancelled: Bool
+
+    public init(
+        id: Int64, workflow: String, foreignID: String, runID: String, kind: TimeoutKind, status: Int,
+        attempt: Int, expireAt: Timestamp, createdAt: Timestamp, completed: Bool = false, cancelled: Bool = false
+    ) {
+        self.id = id
+        self.workflow = workflow
+        self.foreignID = foreignID
+        self.runID = runID
+        self.kind = kind
+        self.status = status
+        self.attempt = attempt
+        self.expireAt = expireAt
+        self.createdAt = createdAt
+        self.completed = completed
+        self.cancelled = cancelled
+    }
+}
+
+public protocol TimeoutStore: Sendable {
+    @discardableResult
+    func createTimeout(for run: Run, _ timeout: NewTimeout, now: Timestamp) async throws -> Int64
+    /// Marks a pending timeout completed; false if it was not pending.
+    func completeTimeout(id: Int64) async throws -> Bool
+    /// Marks a pending timeout cancelled; false if it was not pending.
+    func cancelTimeout(id: Int64) async throws -> Bool
+    /// Pending (neither completed nor cancelled) timeouts with `expireAt <= now`, in insertion order.
+    func dueTimeouts(now: Timestamp, limit: Int) async throws -> [TimeoutRecord]
+    /// Every timeout of a run, in insertion order.
+    func timeouts(runID: String) async throws -> [TimeoutRecord]
+}
+
+// MARK: - Cursors and leases
+
+public protocol CursorStore: Sendable {
+    /// The last `seq` the consumer finished (0 if it never ran).
+    func cursor(_ name: String) async throws -> Int64
+    func setCursor(_ name: String, to seq: Int64) async throws
+}
+
+public struct Lease: Sendable, Equatable {
+    public var name: String
+    public var holder: String
+    public var expiresAt: Timestamp
+    /// Grows by one each time the lease changes hands: a fencing token.
+    public var generation: Int64
+    public init(name: String, holder: String, expiresAt: Timestamp, generation: Int64) {
+        self.name = name
+        self.holder = holder
+        self.expiresAt = expiresAt
+        self.generation = generation
+    }
+}
+
+public protocol LeaseStore: Sendable {
+    /// Takes the lease if it is free or expired, or renews it if `holder` has it.
+    /// Returns the lease on success, nil if someone else holds it.
+    func acquireLease(_ name: String, holder: String, now: Timestamp, ttlMilliseconds: Int64) async throws -> Lease?
+    /// Gives the lease up if `holder` has it.
+    @discardableResult func releaseLease(_ name: String, holder: String) async throws -> Bool
+    func lease(_ name: String) async throws -> Lease?
+}
