@@ -1,0 +1,148 @@
+import WorkflowEngine
+
+extension MariaDBWorkflowStore {
+    public func outboxBatch(limit: Int) async throws -> [OutboxRow] {
+        try await read("outbox") { c in
+            try c.query(
+                """
+                SELECT id, workflow_name, foreign_id, run_id, status, run_state, version, created_at, reason
+                FROM workflow_outbox ORDER BY id LIMIT ?
+                """, [.int(limit)]
+            ).map(Self.decodeOutboxRow)
+        }
+    }
+
+    static func decodeOutboxRow(_ row: SQLRow) throws -> OutboxRow {
+        let stateCode = Int(try row.int(5))
+        guard let state = RunState(rawValue: stateCode) else {
+            throw MariaDBError(kind: .badRow, message: "outbox row \(try row.int(0)) has unknown run_state \(stateCode)")
+        }
+        let at = try row.timestamp(7)
+        return OutboxRow(
+            id: try row.int(0),
+            data: EventData(
+                workflow: try row.string(1), foreignID: try row.string(2), runID: try row.string(3),
+                status: Int(try row.int(4)), runState: state, version: try row.int(6), at: at,
+                reason: try row.optionalString(8)),
+            createdAt: at)
+    }
+
+    public func deleteOutbox(ids: [Int64]) async throws -> Int {
+        if ids.isEmpty { return 0 }
+        return try await write("delete outbox") { c in
+            let (list, values) = Self.inList(ids.map { .int($0) })
+            return try c.execute("DELETE FROM workflow_outbox WHERE id IN \(list)", values).affectedRows
+        }
+    }
+
+    public func outboxStats() async throws -> OutboxStats {
+        try await read("outbox stats") { c in
+            let row = try c.query("SELECT COUNT(*), MIN(created_at) FROM workflow_outbox")[0]
+            return OutboxStats(pending: Int(try row.int(0)), oldest: try row.optionalTimestamp(1))
+        }
+    }
+
+    public func append(_ events: [EventData]) async throws -> [WorkflowEvent] {
+        if events.isEmpty { return [] }
+        return try await write("append") { c in
+            let head = try Self.head(c)
+            let stored = events.enumerated().map { WorkflowEvent(seq: head + Int64($0.offset) + 1, data: $0.element) }
+            // The primary key on seq makes a concurrent appender that read the same head fail
+            // with a duplicate key: at most one of them wins, and no seq is skipped.
+            try Self.insertRows(
+                c,
+                prefix:
+                    "INSERT INTO workflow_events (seq, workflow_name, foreign_id, run_id, status, run_state, version, at, reason)",
+                tuple: "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows: stored.map { e in
+                    [
+                        .int(e.seq), .text(e.workflow), .text(e.foreignID), .text(e.runID), .int(e.status),
+                        .int(e.runState.rawValue), .int(e.version), .timestamp(e.at), .optionalText(e.reason),
+                    ]
+                })
+            return stored
+        }
+    }
+
+    public func relay(limit: Int) async throws -> [WorkflowEvent] {
+        try await write("relay") { c in
+            // Lock the oldest outbox rows (READ COMMITTED: no gap locks, so writers appending
+            // new rows are not blocked).
+            let rows = try c.query(
+                """
+                SELECT id, workflow_name, foreign_id, run_id, status, run_state, version, created_at, reason
+                FROM workflow_outbox ORDER BY id LIMIT ? FOR UPDATE
+                """, [.int(limit)]
+            ).map(Self.decodeOutboxRow)
+            guard let maxID = rows.last?.id else { return [] }
+            let head = try Self.head(c)
+            // Copy them server-side, numbering in id order from head + 1.
+            let inserted = try c.execute(
+                """
+                INSERT INTO workflow_events (seq, workflow_name, foreign_id, run_id, status, run_state, version, at, reason)
+                SELECT ? + ROW_NUMBER() OVER (ORDER BY id), workflow_name, foreign_id, run_id, status, run_state,
+                  version, created_at, reason
+                FROM workflow_outbox WHERE id <= ?
+                """, [.int(head), .int(maxID)])
+            let deleted = try c.execute("DELETE FROM workflow_outbox WHERE id <= ?", [.int(maxID)])
+            // A row with a smaller id that committed after our SELECT would be copied or deleted
+            // without being in `rows`: refuse such a batch and try again.
+            guard inserted.affectedRows == rows.count, deleted.affectedRows == rows.count else {
+                throw MariaDBError(kind: .retryableConflict, message: "the outbox changed under the relay")
+            }
+            return rows.enumerated().map { WorkflowEvent(seq: head + Int64($0.offset) + 1, data: $0.element.data) }
+        }
+    }
+
+    static func head(_ c: MariaDBConnection) throws -> Int64 {
+        try c.query("SELECT COALESCE(MAX(seq), 0) FROM workflow_events")[0].int(0)
+    }
+
+    public func events(after: Int64, filter: EventFilter, limit: Int) async throws -> [WorkflowEvent] {
+        var conditions = ["seq > ?"]
+        var values: [SQLValue] = [.int(after)]
+        if let w = filter.workflow {
+            conditions.append("workflow_name = ?")
+            values.append(.text(w))
+        }
+        if let f = filter.foreignID {
+            conditions.append("foreign_id = ?")
+            values.append(.text(f))
+        }
+        if let r = filter.runID {
+            conditions.append("run_id = ?")
+            values.append(.text(r))
+        }
+        if !filter.statuses.isEmpty {
+            let (list, v) = Self.inList(filter.statuses.map { .int($0) })
+            conditions.append("status IN \(list)")
+            values += v
+        }
+        if !filter.runStates.isEmpty {
+            let (list, v) = Self.inList(filter.runStates.map { .int($0.rawValue) })
+            conditions.append("run_state IN \(list)")
+            values += v
+        }
+        if let p = filter.partition {
+            conditions.append("MOD(CRC32(run_id), ?) = ?")
+            values += [.int(p.count), .int(p.index)]
+        }
+        values.append(.int(limit))
+        let sql =
+            "SELECT \(Self.eventColumns) FROM workflow_events WHERE \(conditions.joined(separator: " AND ")) ORDER BY seq LIMIT ?"
+        let params = values
+        return try await read("events") { c in try c.query(sql, params).map(Self.decodeEvent) }
+    }
+
+    public func history(runID: String) async throws -> [WorkflowEvent] {
+        try await read("history") { c in
+            try c.query(
+                "SELECT \(Self.eventColumns) FROM workflow_events WHERE run_id = ? ORDER BY seq", [.text(runID)]
+            ).map(Self.decodeEvent)
+        }
+    }
+
+    public func head() async throws -> Int64 {
+        try await read("head") { c in try Self.head(c) }
+    }
+}

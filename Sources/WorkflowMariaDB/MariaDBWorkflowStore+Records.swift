@@ -1,0 +1,205 @@
+import WorkflowEngine
+
+extension MariaDBWorkflowStore {
+    public func create(_ new: NewRun) async throws -> CreateRunResult {
+        let run = new.run
+        precondition(run.version == 1, "a new run starts at version 1")
+        return try await write("create") { c in
+            for _ in 0..<5 {
+                do {
+                    try c.execute(
+                        "INSERT INTO workflow_records (\(Self.runColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [
+                            .text(run.workflow), .text(run.foreignID), .text(run.runID), .int(run.runState.rawValue),
+                            .int(run.status), .bytes(run.object), .timestamp(run.createdAt), .timestamp(run.updatedAt),
+                            .optionalBytes(run.meta), .int(run.version), .optionalText(run.reason),
+                        ])
+                } catch let e as MariaDBError where e.kind == .duplicateKey && e.message.contains("uniq_active_run") {
+                    // The database refused a second unfinished run for this foreign id: return it.
+                    let rows = try c.query(
+                        "SELECT \(Self.runColumns) FROM workflow_records WHERE workflow_name = ? AND active_foreign_id = ?",
+                        [.text(run.workflow), .text(run.foreignID)])
+                    if let row = rows.first { return .existing(try Self.decodeRun(row)) }
+                    continue  // it finished in between: try the insert again
+                }
+                try Self.writeOutbox(c, runIDs: [run.runID])
+                if !new.timeouts.isEmpty {
+                    try Self.insertRows(
+                        c, prefix: Self.timeoutInsert, tuple: Self.timeoutTuple,
+                        rows: new.timeouts.map { Self.timeoutRow(run, $0, now: run.createdAt) })
+                }
+                return .created(run)
+            }
+            throw MariaDBError(kind: .retryableConflict, message: "foreign id kept changing state during create")
+        }
+    }
+
+    public func update(_ updates: [RunUpdate]) async throws -> [UpdateOutcome] {
+        if updates.isEmpty { return [] }
+        do {
+            return try await pool.transaction { c in try Self.apply(c, updates) }
+        } catch let error as MariaDBError where updates.count > 1 && error.kind != .commitOutcomeUnknown {
+            // Per-run fallback: one bad update must not fail the others.
+            logger.debug("batch update failed; applying one by one", metadata: ["db.errno": "\(error.errno)"])
+            var outcomes: [UpdateOutcome] = []
+            var firstError: (any Error)?
+            for u in updates {
+                do {
+                    outcomes.append(contentsOf: try await pool.transaction { c in try Self.apply(c, [u]) })
+                } catch {
+                    firstError = firstError ?? error
+                    outcomes.append(.conflict)
+                }
+            }
+            if let firstError { throw mapped(firstError, "update") }
+            return outcomes
+        } catch {
+            throw mapped(error, "update")
+        }
+    }
+
+    /// The body of an update transaction: every statement is conditional, so re-running it after
+    /// a deadlock retry is safe.
+    static func apply(_ c: MariaDBConnection, _ updates: [RunUpdate]) throws -> [UpdateOutcome] {
+        var outcomes: [UpdateOutcome] = []
+        outcomes.reserveCapacity(updates.count)
+        var emitted: [String] = []
+        var cancelling: [String] = []
+        var timeoutRows: [[SQLValue]] = []
+        for u in updates {
+            if let timeoutID = u.completesTimeout {
+                let r = try c.execute(
+                    "UPDATE workflow_timeouts SET completed = 1 WHERE id = ? AND completed = 0 AND cancelled = 0",
+                    [.int(timeoutID)])
+                if r.affectedRows == 0 {
+                    outcomes.append(.conflict)  // already fired or cancelled: fire at most once
+                    continue
+                }
+            }
+            let run = u.run
+            let r = try c.execute(
+                """
+                UPDATE workflow_records SET run_state = ?, status = ?, object = ?, reason = ?, updated_at = ?,
+                  meta = ?, version = ? WHERE run_id = ? AND version = ?
+                """,
+                [
+                    .int(run.runState.rawValue), .int(run.status), .bytes(run.object), .optionalText(run.reason),
+                    .timestamp(run.updatedAt), .optionalBytes(run.meta), .int(run.version), .text(run.runID),
+                    .int(u.expectedVersion),
+                ])
+            if r.affectedRows == 0 {
+                if let timeoutID = u.completesTimeout {
+                    // Undo the completion above: the run moved on, so this timeout did not fire.
+                    try c.execute("UPDATE workflow_timeouts SET completed = 0 WHERE id = ?", [.int(timeoutID)])
+                }
+                outcomes.append(.conflict)
+                continue
+            }
+            outcomes.append(.applied)
+            if u.emitsEvent { emitted.append(run.runID) }
+            if u.cancelPendingTimeouts { cancelling.append(run.runID) }
+            for t in u.newTimeouts { timeoutRows.append(timeoutRow(run, t, now: run.updatedAt)) }
+        }
+        if !cancelling.isEmpty {
+            let (list, values) = inList(cancelling.map { .text($0) })
+            try c.execute(
+                "UPDATE workflow_timeouts SET cancelled = 1 WHERE run_id IN \(list) AND completed = 0 AND cancelled = 0",
+                values)
+        }
+        if !timeoutRows.isEmpty {
+            try insertRows(c, prefix: timeoutInsert, tuple: timeoutTuple, rows: timeoutRows)
+        }
+        try writeOutbox(c, runIDs: emitted)
+        return outcomes
+    }
+
+    public func lookup(runID: String) async throws -> Run? {
+        try await read("lookup") { c in
+            try c.query("SELECT \(Self.runColumns) FROM workflow_records WHERE run_id = ?", [.text(runID)])
+                .first.map(Self.decodeRun)
+        }
+    }
+
+    public func lookup(runIDs: [String]) async throws -> [Run] {
+        if runIDs.isEmpty { return [] }
+        return try await read("lookup") { c in
+            var runs: [Run] = []
+            var start = 0
+            while start < runIDs.count {
+                let chunk = Array(runIDs[start..<min(start + 512, runIDs.count)])
+                let (list, values) = Self.inList(chunk.map { .text($0) })
+                runs += try c.query("SELECT \(Self.runColumns) FROM workflow_records WHERE run_id IN \(list)", values)
+                    .map(Self.decodeRun)
+                start += chunk.count
+            }
+            return runs
+        }
+    }
+
+    public func latest(workflow: String, foreignID: String) async throws -> Run? {
+        try await read("latest") { c in
+            try c.query(
+                """
+                SELECT \(Self.runColumns) FROM workflow_records WHERE workflow_name = ? AND foreign_id = ?
+                ORDER BY created_at DESC, run_id DESC LIMIT 1
+                """, [.text(workflow), .text(foreignID)]
+            ).first.map(Self.decodeRun)
+        }
+    }
+
+    public func list(_ q: RunQuery) async throws -> RunPage {
+        precondition(q.limit >= 1, "limit must be positive")
+        var conditions: [String] = []
+        var values: [SQLValue] = []
+        if let w = q.workflow {
+            conditions.append("workflow_name = ?")
+            values.append(.text(w))
+        }
+        if !q.foreignIDs.isEmpty {
+            let (list, v) = Self.inList(q.foreignIDs.map { .text($0) })
+            conditions.append("foreign_id IN \(list)")
+            values += v
+        }
+        if !q.statuses.isEmpty {
+            let (list, v) = Self.inList(q.statuses.map { .int($0) })
+            conditions.append("status IN \(list)")
+            values += v
+        }
+        if !q.runStates.isEmpty {
+            let (list, v) = Self.inList(q.runStates.map { .int($0.rawValue) })
+            conditions.append("run_state IN \(list)")
+            values += v
+        }
+        if let after = q.createdAfter {
+            conditions.append("created_at >= ?")
+            values.append(.timestamp(after))
+        }
+        if let before = q.createdBefore {
+            conditions.append("created_at < ?")
+            values.append(.timestamp(before))
+        }
+        let asc = q.order == .ascending
+        if let cursor = q.after {
+            let op = asc ? ">" : "<"
+            conditions.append("(created_at \(op) ? OR (created_at = ? AND run_id \(op) ?))")
+            values += [.timestamp(cursor.createdAt), .timestamp(cursor.createdAt), .text(cursor.runID)]
+        }
+        let direction = asc ? "ASC" : "DESC"
+        let whereClause = conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND ")
+        let sql =
+            "SELECT \(Self.runColumns) FROM workflow_records\(whereClause) ORDER BY created_at \(direction), run_id \(direction) LIMIT ?"
+        values.append(.int(q.limit + 1))
+        let params = values
+        let limit = q.limit
+        return try await read("list") { c in
+            var runs = try c.query(sql, params).map(Self.decodeRun)
+            var next: RunCursor? = nil
+            if runs.count > limit {
+                runs.removeLast(runs.count - limit)
+                let last = runs[runs.count - 1]
+                next = RunCursor(createdAt: last.createdAt, runID: last.runID)
+            }
+            return RunPage(runs: runs, next: next)
+        }
+    }
+}

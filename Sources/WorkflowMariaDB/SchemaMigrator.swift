@@ -1,0 +1,91 @@
+import Logging
+import WorkflowEngine
+
+/// Applies the schema idempotently and records its version in `workflow_schema_version`.
+///
+/// Every statement of `schema.sql` is `CREATE TABLE IF NOT EXISTS` or `INSERT IGNORE`, so a
+/// second run changes nothing. Several instances starting at once serialise on a named lock.
+/// Migrations only go forward: a database whose version is newer than this build is refused.
+public struct SchemaMigrator: Sendable {
+    public let pool: MariaDBPool
+    public let logger: Logger
+
+    public init(pool: MariaDBPool, logger: Logger) {
+        self.pool = pool
+        self.logger = logger
+    }
+
+    public static var currentVersion: Int { Schema.currentVersion }
+
+    /// The statements of `schema.sql`, without comments, in order.
+    public static var statements: [String] { split(Schema.sql) }
+
+    static func split(_ sql: String) -> [String] {
+        var statements: [String] = []
+        var current = ""
+        for line in sql.split(separator: "\n", omittingEmptySubsequences: false) {
+            let trimmed = line.drop(while: { $0 == " " })
+            if trimmed.hasPrefix("--") || trimmed.isEmpty { continue }
+            current += line + "\n"
+            if trimmed.hasSuffix(";") {
+                statements.append(String(current.dropLast(2)))  // drop ";\n"
+                current = ""
+            }
+        }
+        if !current.trimmingWhitespace.isEmpty { statements.append(current) }
+        return statements
+    }
+
+    /// Brings the schema up to `currentVersion`. Returns the version found before (0 if none).
+    @discardableResult
+    public func migrate() async throws -> Int {
+        let statements = Self.statements
+        let target = Self.currentVersion
+        let found = try await pool.withConnection { c -> Int in
+            let lock = try c.query("SELECT GET_LOCK('workflowd_schema', 30)")
+            guard try lock.first?.optionalInt(0) == 1 else {
+                throw MariaDBError(kind: .unavailable, message: "timed out waiting for the schema lock")
+            }
+            defer { _ = try? c.query("SELECT RELEASE_LOCK('workflowd_schema')") }
+            let before = try Self.version(c)
+            if before > target {
+                throw MariaDBError(
+                    kind: .configuration,
+                    message: "the database has schema version \(before), newer than this build's \(target); upgrade workflowd")
+            }
+            if before < target {
+                for s in statements { try c.executeText(s) }
+            }
+            return before
+        }
+        if found < target {
+            logger.info("schema migrated", metadata: ["schema.from": "\(found)", "schema.to": "\(target)"])
+        } else {
+            logger.debug("schema up to date", metadata: ["schema.version": "\(found)"])
+        }
+        return found
+    }
+
+    /// The version recorded in the database (0 when the table does not exist yet).
+    public func version() async throws -> Int {
+        try await pool.withConnection { try Self.version($0) }
+    }
+
+    static func version(_ c: MariaDBConnection) throws -> Int {
+        let exists = try c.query(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'workflow_schema_version'"
+        )
+        guard try exists.first?.int(0) == 1 else { return 0 }
+        let rows = try c.query("SELECT COALESCE(MAX(version), 0) FROM workflow_schema_version")
+        return Int(try rows.first?.int(0) ?? 0)
+    }
+}
+
+extension String {
+    var trimmingWhitespace: Substring {
+        var s = Substring(self)
+        while s.first?.isWhitespace == true { s = s.dropFirst() }
+        while s.last?.isWhitespace == true { s = s.dropLast() }
+        return s
+    }
+}
