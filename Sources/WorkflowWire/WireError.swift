@@ -1,0 +1,54 @@
+/// A protocol error as it goes on the wire: `{"code","message","retryable"}` (+ `run` for
+/// `TIMEOUT` and `UNREACHABLE`).
+///
+/// A struct with a code rather than an enum, so adding a code never breaks a switch elsewhere.
+public struct WireError: Error, Sendable, Equatable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        public let name: String
+        /// Whether a client may retry the same request unchanged (PROTOCOL.md's table).
+        public let retryable: Bool
+        private init(_ name: String, retryable: Bool) {
+            self.name = name
+            self.retryable = retryable
+        }
+        public var description: String { name }
+
+        public static let badJSON = Code("BAD_JSON", retryable: false)
+        public static let badRequest = Code("BAD_REQUEST", retryable: false)
+        public static let unknownOp = Code("UNKNOWN_OP", retryable: false)
+        public static let notFound = Code("NOT_FOUND", retryable: false)
+        public static let invalidState = Code("INVALID_STATE", retryable: false)
+        public static let timeout = Code("TIMEOUT", retryable: true)
+        public static let unreachable = Code("UNREACHABLE", retryable: false)
+        public static let limit = Code("LIMIT", retryable: true)
+        public static let lineTooLong = Code("LINE_TOO_LONG", retryable: false)
+        public static let unavailable = Code("UNAVAILABLE", retryable: true)
+        public static let draining = Code("DRAINING", retryable: true)
+        public static let internalError = Code("INTERNAL", retryable: true)
+
+        public static let all: [Code] = [
+            .badJSON, .badRequest, .unknownOp, .notFound, .invalidState, .timeout, .unreachable, .limit,
+            .lineTooLong, .unavailable, .draining, .internalError,
+        ]
+
+        /// The code named `name`, if the protocol has it.
+        public static func named(_ name: String) -> Code? { all.first { $0.name == name } }
+    }
+
+    public var code: Code
+    public var message: String
+    public var retryable: Bool
+    /// For `TIMEOUT` / `UNREACHABLE`: the run as it is, already encoded (`RunPayload.json`).
+    public var run: [UInt8]?
+
+    public init(_ code: Code, _ message: String, retryable: Bool? = nil, run: [UInt8]? = nil) {
+        self.code = code
+        self.message = message
+        self.retryable = retryable ?? code.retryable
+        self.run = run
+    }
+
+    public var description: String { "\(code.name): \(message)" }
+
+    public static func badRequest(_ message: String) -> WireError { WireError(.badRequest, message) }
+}
