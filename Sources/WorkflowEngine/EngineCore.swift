@@ -1,0 +1,137 @@
+import Logging
+import Synchronization
+
+/// What every part of one engine shares: the store, the clock, the definitions, the
+/// configuration, and the signals that start and stop work. Immutable apart from its Mutex and
+/// Atomic members.
+final class EngineCore: Sendable {
+    let store: any WorkflowStore
+    let clock: any WorkflowClock
+    let ids: any RunIDGenerator
+    let configuration: WorkflowEngine.Configuration
+    let definitions: [String: WorkflowDefinition]
+    let logger: Logger
+    /// Wakes the relay: a local transaction just wrote outbox rows.
+    let relayWakeup = Wakeup()
+    /// Fired when a graceful stop begins.
+    let stopRequested = OneShot()
+    let counters = Counters()
+
+    /// Cheap counters for `stats`-like introspection and tests.
+    final class Counters: Sendable {
+        let stepsRun = Atomic<Int>(0)
+        let stepFailures = Atomic<Int>(0)
+        let applied = Atomic<Int>(0)
+        let conflicts = Atomic<Int>(0)
+        let timeoutsFired = Atomic<Int>(0)
+    }
+
+    init(
+        store: any WorkflowStore, clock: any WorkflowClock, ids: any RunIDGenerator,
+        configuration: WorkflowEngine.Configuration, definitions: [WorkflowDefinition], logger: Logger
+    ) {
+        self.store = store
+        self.clock = clock
+        self.ids = ids
+        self.configuration = configuration
+        self.definitions = Dictionary(definitions.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        self.logger = logger
+    }
+
+    var isStopping: Bool { stopRequested.isFired }
+
+    /// Runs can make progress only in these run states.
+    static let runnable: [RunState] = [.initiated, .running]
+
+    // MARK: Building updates
+
+    /// The update for a step's (or deadline's) result, or nil when the run-state machine
+    /// refuses (the run is no longer runnable; the version check would refuse it anyway).
+    func transition(
+        _ run: Run, to result: StepResult, definition: WorkflowDefinition, now: Timestamp, completesTimeout: Int64?
+    ) -> RunUpdate? {
+        var machine = RunStateMachine(run.runState)
+        let action = definition.isTerminal(result.status) ? machine.complete() : machine.advance()
+        switch action {
+        case .refuse:
+            return nil
+        case .changeRunState(let next):
+            var r = run
+            r.status = result.status
+            r.runState = next
+            r.version += 1
+            if let o = result.object { r.object = o }
+            r.reason = result.reason
+            r.updatedAt = now
+            r.meta = nil
+            return RunUpdate(
+                run: r, expectedVersion: run.version, cancelPendingTimeouts: true,
+                newTimeouts: next == .completed ? [] : definition.newTimeouts(for: result.status, now: now),
+                completesTimeout: completesTimeout)
+        }
+    }
+
+    /// The update after a step threw: a durable retry with back-off, or, after
+    /// `retry.maxAttempts` failures (or at once for a definition error), a pause with the error
+    /// as reason. Nil if the run is not runnable.
+    func failure(_ run: Run, error: any Error, now: Timestamp, completesTimeout: Int64?) -> RunUpdate? {
+        counters.stepFailures.add(1, ordering: .relaxed)
+        var meta = RunMeta(run.meta)
+        meta.failures += 1
+        let message = Self.describe(error)
+        meta.lastError = message
+        let isDefinitionError = (error as? WorkflowError)?.code == .definition
+        var r = run
+        r.version += 1
+        r.updatedAt = now
+        r.meta = meta.bytes
+        if isDefinitionError || meta.failures >= configuration.retry.maxAttempts {
+            var machine = RunStateMachine(run.runState)
+            guard case .changeRunState(let next) = machine.autoPause() else { return nil }
+            r.runState = next
+            r.reason =
+                isDefinitionError
+                ? "definition error: \(message)" : "step failed \(meta.failures) times; last error: \(message)"
+            return RunUpdate(
+                run: r, expectedVersion: run.version, cancelPendingTimeouts: true, completesTimeout: completesTimeout)
+        }
+        guard Self.runnable.contains(run.runState) else { return nil }
+        let delay = configuration.retry.delay(attempt: meta.failures, unit: configuration.random())
+        let retry = NewTimeout(
+            kind: .retry, status: run.status, expireAt: now.adding(milliseconds: delay), attempt: meta.failures)
+        return RunUpdate(
+            run: r, expectedVersion: run.version, newTimeouts: [retry], completesTimeout: completesTimeout,
+            emitsEvent: false)
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let e = error as? WorkflowError { return e.message }
+        return String(describing: error)
+    }
+
+    /// Runs a step for `run` and returns the update to commit; nil when the step was abandoned
+    /// (cancelled by a forced stop) or the run cannot move.
+    func executeStep(
+        _ run: Run, definition: WorkflowDefinition, attempt: Int, completesTimeout: Int64?
+    ) async -> RunUpdate? {
+        counters.stepsRun.add(1, ordering: .relaxed)
+        let input = StepInput(run: run, now: clock.now(), attempt: attempt)
+        do {
+            let result = try await definition.runStep(from: run.status, input)
+            return transition(run, to: result, definition: definition, now: clock.now(), completesTimeout: completesTimeout)
+        } catch is CancellationError where Task.isCancelled {
+            return nil
+        } catch {
+            logger.debug(
+                "step failed",
+                metadata: ["run.id": "\(run.runID)", "workflow": "\(run.workflow)", "error": "\(Self.describe(error))"])
+            return failure(run, error: error, now: clock.now(), completesTimeout: completesTimeout)
+        }
+    }
+
+    /// Calls the definition's hooks for the run state `run` now has, if it changed.
+    func runHooks(previous: RunState, run: Run) async {
+        guard previous != run.runState, let hooks = definitions[run.workflow]?.hooks[run.runState] else { return }
+        for hook in hooks { await hook(run) }
+    }
+}

@@ -1,0 +1,324 @@
+import Synchronization
+
+/// A faithful in-memory `WorkflowStore` for pure engine tests (and in-memory benchmarks): version
+/// checks, one unfinished run per (workflow, foreign id), outbox + gap-free `seq`, timeouts that
+/// complete or cancel at most once, cursors, and leases that expire by the injected clock.
+///
+/// Every method runs under one lock and never suspends inside it, so each call is atomic like
+/// a transaction. Not durable, of course: a test of a crash uses the MariaDB store.
+public final class InMemoryWorkflowStore: WorkflowStore, RunCountingStore {
+    struct State {
+        var records: [String: Run] = [:]
+        /// "workflow\0foreignID" → run id of the unfinished run.
+        var active: [String: String] = [:]
+        /// "workflow\0foreignID" → run id of the newest run.
+        var latest: [String: String] = [:]
+        var outbox: [OutboxRow] = []
+        var outboxHead = 0
+        var nextOutboxID: Int64 = 1
+        var events: [WorkflowEvent] = []
+        var historyIndex: [String: [Int64]] = [:]
+        var timeouts: [Int64: TimeoutRecord] = [:]
+        var pendingTimeouts: Set<Int64> = []
+        var timeoutsByRun: [String: [Int64]] = [:]
+        var nextTimeoutID: Int64 = 1
+        var cursors: [String: Int64] = [:]
+        var leases: [String: Lease] = [:]
+        var failingUpdates = 0
+        var updateCalls = 0
+        var lookupCalls = 0
+    }
+
+    private let state = Mutex(State())
+    private let clock: any WorkflowClock
+
+    /// `clock` stamps outbox rows and timeouts (the real store uses the database's clock).
+    public init(clock: any WorkflowClock = SystemClock()) { self.clock = clock }
+
+    private static func key(_ workflow: String, _ foreignID: String) -> String { workflow + "\u{0}" + foreignID }
+
+    // MARK: Test hooks
+
+    /// The next `count` calls of `update` throw UNAVAILABLE without changing anything.
+    public func failNextUpdates(_ count: Int) { state.withLock { $0.failingUpdates = count } }
+    /// How many times `update` and `lookup(runIDs:)` were called (round trips, for batching tests).
+    public var roundTrips: (updates: Int, lookups: Int) { state.withLock { ($0.updateCalls, $0.lookupCalls) } }
+    public var allRuns: [Run] { state.withLock { Array($0.records.values) } }
+
+    // MARK: RecordStore
+
+    public func create(_ new: NewRun) async throws -> CreateRunResult {
+        let now = clock.now()
+        return state.withLock { s -> CreateRunResult in
+            let k = Self.key(new.run.workflow, new.run.foreignID)
+            if let id = s.active[k], let existing = s.records[id] { return .existing(existing) }
+            precondition(s.records[new.run.runID] == nil, "duplicate run id \(new.run.runID)")
+            s.records[new.run.runID] = new.run
+            if !new.run.runState.isFinished { s.active[k] = new.run.runID }
+            s.latest[k] = new.run.runID
+            Self.addOutbox(&s, new.run.event, now: now)
+            for t in new.timeouts { Self.addTimeout(&s, run: new.run, t, now: now) }
+            return .created(new.run)
+        }
+    }
+
+    public func update(_ updates: [RunUpdate]) async throws -> [UpdateOutcome] {
+        let now = clock.now()
+        return try state.withLock { s -> [UpdateOutcome] in
+            s.updateCalls += 1
+            if s.failingUpdates > 0 {
+                s.failingUpdates -= 1
+                throw WorkflowError(.unavailable, "injected failure", retryable: true)
+            }
+            var outcomes: [UpdateOutcome] = []
+            outcomes.reserveCapacity(updates.count)
+            for u in updates {
+                guard let current = s.records[u.run.runID], current.version == u.expectedVersion else {
+                    outcomes.append(.conflict)
+                    continue
+                }
+                if let tid = u.completesTimeout {
+                    guard s.pendingTimeouts.contains(tid), s.timeouts[tid]?.runID == u.run.runID else {
+                        outcomes.append(.conflict)
+                        continue
+                    }
+                    s.pendingTimeouts.remove(tid)
+                    s.timeouts[tid]?.completed = true
+                }
+                if u.cancelPendingTimeouts {
+                    for tid in s.timeoutsByRun[u.run.runID] ?? [] where s.pendingTimeouts.contains(tid) {
+                        s.pendingTimeouts.remove(tid)
+                        s.timeouts[tid]?.cancelled = true
+                    }
+                }
+                for t in u.newTimeouts { Self.addTimeout(&s, run: u.run, t, now: now) }
+                s.records[u.run.runID] = u.run
+                let k = Self.key(u.run.workflow, u.run.foreignID)
+                if u.run.runState.isFinished {
+                    if s.active[k] == u.run.runID { s.active[k] = nil }
+                } else {
+                    s.active[k] = u.run.runID
+                }
+                if u.emitsEvent { Self.addOutbox(&s, u.run.event, now: now) }
+                outcomes.append(.applied)
+            }
+            return outcomes
+        }
+    }
+
+    public func lookup(runID: String) async throws -> Run? { state.withLock { $0.records[runID] } }
+
+    public func lookup(runIDs: [String]) async throws -> [Run] {
+        state.withLock { s in
+            s.lookupCalls += 1
+            return runIDs.compactMap { s.records[$0] }
+        }
+    }
+
+    public func latest(workflow: String, foreignID: String) async throws -> Run? {
+        state.withLock { s in s.latest[Self.key(workflow, foreignID)].flatMap { s.records[$0] } }
+    }
+
+    public func list(_ query: RunQuery) async throws -> RunPage {
+        let all = state.withLock { Array($0.records.values) }
+        func before(_ a: Run, _ b: Run) -> Bool {
+            (a.createdAt, a.runID) < (b.createdAt, b.runID)
+        }
+        var rows = all.filter { r in
+            if let w = query.workflow, r.workflow != w { return false }
+            if !query.foreignIDs.isEmpty, !query.foreignIDs.contains(r.foreignID) { return false }
+            if !query.statuses.isEmpty, !query.statuses.contains(r.status) { return false }
+            if !query.runStates.isEmpty, !query.runStates.contains(r.runState) { return false }
+            if let a = query.createdAfter, r.createdAt < a { return false }
+            if let b = query.createdBefore, r.createdAt >= b { return false }
+            if let c = query.after {
+                let key = (r.createdAt, r.runID)
+                let ck = (c.createdAt, c.runID)
+                return query.order == .ascending ? key > ck : key < ck
+            }
+            return true
+        }
+        rows.sort { query.order == .ascending ? before($0, $1) : before($1, $0) }
+        let limit = max(query.limit, 1)
+        if rows.count > limit {
+            let page = Array(rows.prefix(limit))
+            let last = page[page.count - 1]
+            return RunPage(runs: page, next: RunCursor(createdAt: last.createdAt, runID: last.runID))
+        }
+        return RunPage(runs: rows, next: nil)
+    }
+
+    // MARK: EventLogStore
+
+    public func outboxBatch(limit: Int) async throws -> [OutboxRow] {
+        state.withLock { s in Array(s.outbox[s.outboxHead...].prefix(limit)) }
+    }
+
+    @discardableResult public func deleteOutbox(ids: [Int64]) async throws -> Int {
+        state.withLock { s in
+            let doomed = Set(ids)
+            let before = s.outbox.count - s.outboxHead
+            s.outbox = s.outbox[s.outboxHead...].filter { !doomed.contains($0.id) }
+            s.outboxHead = 0
+            return before - s.outbox.count
+        }
+    }
+
+    public func outboxStats() async throws -> OutboxStats {
+        state.withLock { s in
+            OutboxStats(pending: s.outbox.count - s.outboxHead, oldest: s.outbox[s.outboxHead...].first?.createdAt)
+        }
+    }
+
+    public func append(_ events: [EventData]) async throws -> [WorkflowEvent] {
+        state.withLock { s in events.map { Self.appendEvent(&s, $0) } }
+    }
+
+    public func relay(limit: Int) async throws -> [WorkflowEvent] {
+        state.withLock { s in
+            let end = min(s.outbox.count, s.outboxHead + limit)
+            var out: [WorkflowEvent] = []
+            out.reserveCapacity(end - s.outboxHead)
+            for i in s.outboxHead..<end { out.append(Self.appendEvent(&s, s.outbox[i].data)) }
+            s.outboxHead = end
+            if s.outboxHead > 4096, s.outboxHead * 2 > s.outbox.count {
+                s.outbox.removeFirst(s.outboxHead)
+                s.outboxHead = 0
+            }
+            return out
+        }
+    }
+
+    public func events(after: Int64, filter: EventFilter, limit: Int) async throws -> [WorkflowEvent] {
+        state.withLock { s in
+            var out: [WorkflowEvent] = []
+            var i = Int(max(after, 0))
+            while i < s.events.count, out.count < limit {
+                if filter.matches(s.events[i].data) { out.append(s.events[i]) }
+                i += 1
+            }
+            return out
+        }
+    }
+
+    public func history(runID: String) async throws -> [WorkflowEvent] {
+        state.withLock { s in (s.historyIndex[runID] ?? []).map { s.events[Int($0 - 1)] } }
+    }
+
+    public func head() async throws -> Int64 { state.withLock { Int64($0.events.count) } }
+
+    // MARK: TimeoutStore
+
+    @discardableResult
+    public func createTimeout(for run: Run, _ timeout: NewTimeout, now: Timestamp) async throws -> Int64 {
+        state.withLock { s in Self.addTimeout(&s, run: run, timeout, now: now) }
+    }
+
+    public func completeTimeout(id: Int64) async throws -> Bool {
+        state.withLock { s in
+            guard s.pendingTimeouts.remove(id) != nil else { return false }
+            s.timeouts[id]?.completed = true
+            return true
+        }
+    }
+
+    public func cancelTimeout(id: Int64) async throws -> Bool {
+        state.withLock { s in
+            guard s.pendingTimeouts.remove(id) != nil else { return false }
+            s.timeouts[id]?.cancelled = true
+            return true
+        }
+    }
+
+    public func dueTimeouts(now: Timestamp, limit: Int) async throws -> [TimeoutRecord] {
+        state.withLock { s in
+            let due = s.pendingTimeouts.compactMap { s.timeouts[$0] }.filter { $0.expireAt <= now }
+            return Array(due.sorted { $0.id < $1.id }.prefix(limit))
+        }
+    }
+
+    public func timeouts(runID: String) async throws -> [TimeoutRecord] {
+        state.withLock { s in (s.timeoutsByRun[runID] ?? []).compactMap { s.timeouts[$0] } }
+    }
+
+    // MARK: CursorStore
+
+    public func cursor(_ name: String) async throws -> Int64 { state.withLock { $0.cursors[name] ?? 0 } }
+
+    public func setCursor(_ name: String, to seq: Int64) async throws { state.withLock { $0.cursors[name] = seq } }
+
+    // MARK: LeaseStore
+
+    public func acquireLease(_ name: String, holder: String, now: Timestamp, ttlMilliseconds: Int64) async throws
+        -> Lease?
+    {
+        state.withLock { s -> Lease? in
+            let expires = now.adding(milliseconds: ttlMilliseconds)
+            if let l = s.leases[name] {
+                if l.holder == holder {
+                    s.leases[name]!.expiresAt = expires
+                    return s.leases[name]
+                }
+                guard l.expiresAt <= now else { return nil }
+                let next = Lease(name: name, holder: holder, expiresAt: expires, generation: l.generation + 1)
+                s.leases[name] = next
+                return next
+            }
+            let next = Lease(name: name, holder: holder, expiresAt: expires, generation: 1)
+            s.leases[name] = next
+            return next
+        }
+    }
+
+    @discardableResult public func releaseLease(_ name: String, holder: String) async throws -> Bool {
+        state.withLock { s in
+            guard let l = s.leases[name], l.holder == holder else { return false }
+            // Keep the generation so the next holder's fencing token still grows.
+            s.leases[name]!.expiresAt = Timestamp(milliseconds: Int64.min / 2)
+            _ = l
+            return true
+        }
+    }
+
+    public func lease(_ name: String) async throws -> Lease? { state.withLock { $0.leases[name] } }
+
+    // MARK: RunCountingStore
+
+    public func runCounts() async throws -> [RunCount] {
+        state.withLock { s in
+            var counts: [String: RunCount] = [:]
+            for r in s.records.values {
+                let k = "\(r.workflow)\u{0}\(r.status)\u{0}\(r.runState.rawValue)"
+                counts[k, default: RunCount(workflow: r.workflow, status: r.status, runState: r.runState, count: 0)]
+                    .count += 1
+            }
+            return Array(counts.values)
+        }
+    }
+
+    // MARK: Helpers (called under the lock)
+
+    private static func addOutbox(_ s: inout State, _ data: EventData, now: Timestamp) {
+        s.outbox.append(OutboxRow(id: s.nextOutboxID, data: data, createdAt: now))
+        s.nextOutboxID += 1
+    }
+
+    private static func appendEvent(_ s: inout State, _ data: EventData) -> WorkflowEvent {
+        let e = WorkflowEvent(seq: Int64(s.events.count) + 1, data: data)
+        s.events.append(e)
+        s.historyIndex[data.runID, default: []].append(e.seq)
+        return e
+    }
+
+    @discardableResult
+    private static func addTimeout(_ s: inout State, run: Run, _ t: NewTimeout, now: Timestamp) -> Int64 {
+        let id = s.nextTimeoutID
+        s.nextTimeoutID += 1
+        s.timeouts[id] = TimeoutRecord(
+            id: id, workflow: run.workflow, foreignID: run.foreignID, runID: run.runID, kind: t.kind, status: t.status,
+            attempt: t.attempt, expireAt: t.expireAt, createdAt: now)
+        s.pendingTimeouts.insert(id)
+        s.timeoutsByRun[run.runID, default: []].append(id)
+        return id
+    }
+}

@@ -1,0 +1,336 @@
+import Synchronization
+
+/// Runs the step of one (workflow, status, partition) for every event that puts a run there.
+///
+/// Events arrive pushed by the local `EventDispatcher` right after the relay commit, or, to
+/// catch up (start, lease taken over, a gap, an overfull inbox), read from the log after the
+/// consumer's position. The runs of a batch are loaded in one query; steps run concurrently up
+/// to `maxConcurrentSteps`; finished steps are group-committed through a `CommitQueue`. An event
+/// whose version is not the run's version is stale or a duplicate and is skipped. The cursor
+/// advances to the low-water mark: the highest `seq` below which every event is finished.
+final class StepConsumer: Sendable {
+    let workflow: String
+    let status: Int
+    let partition: Partition
+    /// Cursor and lease name.
+    let name: String
+
+    private let core: EngineCore
+    private let definition: WorkflowDefinition
+    private let filter: EventFilter
+    private let wakeup = Wakeup()
+    private let state = Mutex(State())
+
+    private struct State {
+        /// Holding the lease with a position loaded from the cursor.
+        var active = false
+        /// Grows each time the consumer (re)activates; work of an older epoch never moves the cursor.
+        var epoch = 0
+        /// Highest `seq` covered: every matching event up to it is finished, in flight or in the inbox.
+        var position: Int64 = 0
+        var inbox: [WorkflowEvent] = []
+        var inboxHead = 0
+        var needsPull = true
+        var pulling = false
+        var parked: [(from: Int64, to: Int64, events: [WorkflowEvent])] = []
+        /// Taken from the inbox, not finished yet.
+        var outstanding: Set<Int64> = []
+        /// run id → version whose step is running or committing.
+        var inFlightRuns: [String: Int64] = [:]
+        var inFlight = 0
+        var cursorWritten: Int64 = 0
+        var cursorBusy = false
+        var lastCursorWrite = ContinuousClock.now
+
+        var inboxCount: Int { inbox.count - inboxHead }
+
+        var lowWater: Int64 {
+            var lw = position
+            if let m = outstanding.min() { lw = min(lw, m - 1) }
+            if inboxHead < inbox.count { lw = min(lw, inbox[inboxHead].seq - 1) }
+            return lw
+        }
+
+        /// Takes a pushed range if it joins the position; otherwise asks for a pull.
+        mutating func apply(from: Int64, to: Int64, events: [WorkflowEvent], maxBuffered: Int) -> Bool {
+            guard from <= position else {
+                needsPull = true
+                return true
+            }
+            guard to > position else { return false }
+            if inboxCount + events.count > maxBuffered {
+                needsPull = true
+                return true
+            }
+            var added = false
+            for e in events where e.seq > position {
+                inbox.append(e)
+                added = true
+            }
+            position = to
+            return added
+        }
+    }
+
+    init(core: EngineCore, definition: WorkflowDefinition, status: Int, partition: Partition) {
+        self.core = core
+        self.definition = definition
+        self.workflow = definition.name
+        self.status = status
+        self.partition = partition
+        self.name = "consumer/\(definition.name)/\(status)/\(partition.index)of\(partition.count)"
+        self.filter = EventFilter(
+            workflow: definition.name, statuses: [status], runStates: EngineCore.runnable, partition: partition)
+    }
+
+    private var maxBuffered: Int { core.configuration.eventBatchSize * 8 }
+
+    func signal() { wakeup.signal() }
+
+    /// Events `(from, to]` of the log, already filtered to this consumer.
+    func offer(from: Int64, to: Int64, events: [WorkflowEvent]) {
+        let wake = state.withLock { s -> Bool in
+            guard s.active else { return false }
+            if s.pulling {
+                s.parked.append((from, to, events))
+                return false
+            }
+            return s.apply(from: from, to: to, events: events, maxBuffered: maxBuffered)
+        }
+        if wake { wakeup.signal() }
+    }
+
+    func run(dispatcher: EventDispatcher, leases: LeaseKeeper) async {
+        let commits = CommitQueue(core: core)
+        await withDiscardingTaskGroup { group in
+            group.addTask { await commits.run(afterBatch: { await self.flushCursor(force: false) }) }
+            await readLoop(group: &group, commits: commits, dispatcher: dispatcher, leases: leases)
+            while state.withLock({ $0.inFlight }) > 0, !Task.isCancelled {
+                await wakeup.wait(milliseconds: 100)
+            }
+            commits.close()
+        }
+        await flushCursor(force: true)
+    }
+
+    private func readLoop(
+        group: inout DiscardingTaskGroup, commits: CommitQueue, dispatcher: EventDispatcher, leases: LeaseKeeper
+    ) async {
+        let config = core.configuration
+        while !core.isStopping, !Task.isCancelled {
+            guard leases.holds(name) else {
+                state.withLock { s in
+                    if s.active {
+                        s.active = false
+                        s.inbox = []
+                        s.inboxHead = 0
+                        s.parked = []
+                        s.outstanding = []
+                    }
+                }
+                await wakeup.wait(milliseconds: 250)
+                continue
+            }
+            if !state.withLock({ $0.active }) {
+                do {
+                    let c = try await core.store.cursor(name)
+                    state.withLock { s in
+                        s.active = true
+                        s.epoch += 1
+                        s.position = c
+                        s.cursorWritten = c
+                        s.needsPull = true
+                        s.inbox = []
+                        s.inboxHead = 0
+                        s.outstanding = []
+                    }
+                } catch {
+                    core.logger.warning("reading a cursor failed", metadata: ["consumer": "\(name)"])
+                    try? await Task.sleep(for: .milliseconds(200))
+                    continue
+                }
+            }
+            let (batch, epoch, needsPull, capacity) = state.withLock {
+                s -> ([WorkflowEvent], Int, Bool, Int) in
+                let capacity = config.maxConcurrentSteps - s.inFlight
+                let n = max(0, min(capacity, config.eventBatchSize, s.inboxCount))
+                let batch = Array(s.inbox[s.inboxHead..<(s.inboxHead + n)])
+                s.inboxHead += n
+                if s.inboxHead == s.inbox.count {
+                    s.inbox.removeAll(keepingCapacity: true)
+                    s.inboxHead = 0
+                } else if s.inboxHead > 1024 {
+                    s.inbox.removeFirst(s.inboxHead)
+                    s.inboxHead = 0
+                }
+                for e in batch { s.outstanding.insert(e.seq) }
+                return (batch, s.epoch, s.needsPull, capacity)
+            }
+            if capacity <= 0 {
+                await wakeup.wait(milliseconds: 1_000)
+                continue
+            }
+            if batch.isEmpty {
+                if needsPull {
+                    await pull(dispatcher: dispatcher)
+                    continue
+                }
+                await flushCursor(force: true)
+                await wakeup.wait(milliseconds: 1_000)
+                continue
+            }
+            await process(batch, epoch: epoch, group: &group, commits: commits)
+        }
+    }
+
+    private func pull(dispatcher: EventDispatcher) async {
+        let limit = core.configuration.eventBatchSize
+        let after = state.withLock { s -> Int64 in
+            s.pulling = true
+            return s.position
+        }
+        // Everything up to the dispatcher's head is committed, so a short answer covers it all.
+        let head = dispatcher.knownHead
+        do {
+            let events = try await core.store.events(after: after, filter: filter, limit: limit)
+            state.withLock { s in
+                s.pulling = false
+                let full = events.count == limit
+                for e in events where e.seq > s.position { s.inbox.append(e) }
+                let covered = full ? events[events.count - 1].seq : max(head, events.last?.seq ?? after)
+                s.position = max(s.position, covered)
+                s.needsPull = full
+                let parked = s.parked
+                s.parked = []
+                for p in parked { _ = s.apply(from: p.from, to: p.to, events: p.events, maxBuffered: maxBuffered) }
+            }
+        } catch {
+            state.withLock { s in
+                s.pulling = false
+                s.parked = []
+                s.needsPull = true
+            }
+            core.logger.warning("reading events failed", metadata: ["consumer": "\(name)"])
+            try? await Task.sleep(for: .milliseconds(200))
+        }
+    }
+
+    private func process(
+        _ batch: [WorkflowEvent], epoch: Int, group: inout DiscardingTaskGroup, commits: CommitQueue
+    ) async {
+        // Only the newest event of a run in this batch can still match the run's version.
+        var latest: [String: WorkflowEvent] = [:]
+        var finished: [Int64] = []
+        for e in batch {
+            if let prev = latest[e.runID] {
+                if e.version > prev.version {
+                    finished.append(prev.seq)
+                    latest[e.runID] = e
+                } else {
+                    finished.append(e.seq)
+                }
+            } else {
+                latest[e.runID] = e
+            }
+        }
+        state.withLock { s in
+            for (id, e) in latest where (s.inFlightRuns[id] ?? -1) >= e.version {
+                finished.append(e.seq)
+                latest[id] = nil
+            }
+        }
+        finish(finished, epoch: epoch)
+        guard !latest.isEmpty else { return }
+        let runs: [Run]
+        do {
+            runs = try await core.store.lookup(runIDs: Array(latest.keys))
+        } catch {
+            // Put the batch back; it is read again after a pause.
+            state.withLock { s in
+                guard s.epoch == epoch else { return }
+                let back = latest.values.sorted { $0.seq < $1.seq }
+                for e in back { s.outstanding.remove(e.seq) }
+                s.inbox.insert(contentsOf: back, at: s.inboxHead)
+            }
+            core.logger.warning("loading runs failed", metadata: ["consumer": "\(name)"])
+            try? await Task.sleep(for: .milliseconds(200))
+            return
+        }
+        var byID: [String: Run] = [:]
+        for r in runs { byID[r.runID] = r }
+        var skipped: [Int64] = []
+        for e in latest.values.sorted(by: { $0.seq < $1.seq }) {
+            guard let run = byID[e.runID], run.version == e.version, run.status == status,
+                EngineCore.runnable.contains(run.runState)
+            else {
+                skipped.append(e.seq)
+                continue
+            }
+            state.withLock { s in
+                s.inFlight += 1
+                s.inFlightRuns[run.runID] = run.version
+            }
+            let core = self.core
+            let definition = self.definition
+            group.addTask {
+                let update = await core.executeStep(run, definition: definition, attempt: 0, completesTimeout: nil)
+                if let update {
+                    commits.submit(
+                        PendingCommit(update: update, previousRunState: run.runState) { outcome in
+                            self.stepDone(run: run, seq: e.seq, epoch: epoch, finished: outcome != nil)
+                        })
+                } else {
+                    self.stepDone(run: run, seq: e.seq, epoch: epoch, finished: !Task.isCancelled)
+                }
+                self.state.withLock { $0.inFlight -= 1 }
+                self.wakeup.signal()
+            }
+        }
+        finish(skipped, epoch: epoch)
+    }
+
+    private func finish(_ seqs: [Int64], epoch: Int) {
+        guard !seqs.isEmpty else { return }
+        state.withLock { s in
+            guard s.epoch == epoch else { return }
+            for q in seqs { s.outstanding.remove(q) }
+        }
+    }
+
+    private func stepDone(run: Run, seq: Int64, epoch: Int, finished: Bool) {
+        state.withLock { s in
+            if s.inFlightRuns[run.runID] == run.version { s.inFlightRuns[run.runID] = nil }
+            if finished, s.epoch == epoch { s.outstanding.remove(seq) }
+        }
+    }
+
+    /// Writes the low-water mark if it moved (at most every `cursorFlushMilliseconds` unless forced).
+    func flushCursor(force: Bool) async {
+        let interval = Duration.milliseconds(core.configuration.cursorFlushMilliseconds)
+        let target = state.withLock { s -> Int64? in
+            guard s.active, !s.cursorBusy else { return nil }
+            let lw = s.lowWater
+            guard lw > s.cursorWritten else { return nil }
+            guard force || s.lastCursorWrite.duration(to: .now) >= interval else { return nil }
+            s.cursorBusy = true
+            return lw
+        }
+        guard let target else { return }
+        do {
+            try await core.store.setCursor(name, to: target)
+            state.withLock { s in
+                s.cursorWritten = max(s.cursorWritten, target)
+                s.lastCursorWrite = .now
+                s.cursorBusy = false
+            }
+        } catch {
+            state.withLock { $0.cursorBusy = false }
+            core.logger.warning("writing a cursor failed", metadata: ["consumer": "\(name)"])
+        }
+    }
+
+    /// The last cursor this consumer wrote and whether it is active (for tests and stats).
+    var snapshot: (active: Bool, cursor: Int64, position: Int64) {
+        state.withLock { ($0.active, $0.cursorWritten, $0.position) }
+    }
+}

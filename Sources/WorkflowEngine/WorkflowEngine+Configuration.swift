@@ -1,0 +1,47 @@
+extension WorkflowEngine {
+    /// How the engine runs. Intervals marked "real time" are waits of this process; lease
+    /// expiry and timeouts use the injected `WorkflowClock`.
+    public struct Configuration: Sendable {
+        /// Names this instance in `workflow_leases`. Default: a fresh UUID.
+        public var instanceID: String = UUIDv7Generator().next(now: SystemClock().now())
+        /// Partitions per (workflow, status) consumer. Default 4. Every instance sharing a
+        /// database must use the same number.
+        public var partitionCount: Int = 4
+        /// Steps one consumer partition (or the poller) runs at once. Default 64.
+        public var maxConcurrentSteps: Int = 64
+        /// Events a consumer reads per query. Default 256.
+        public var eventBatchSize: Int = 256
+        /// Outbox rows the relay moves per transaction. Default 500.
+        public var relayBatchSize: Int = 500
+        /// Updates committed per `store.update` call. Default 256.
+        public var commitBatchSize: Int = 256
+        /// Real time between relay attempts when the outbox was empty (rows written by other
+        /// instances; local writes wake the relay at once). Default 50 ms.
+        public var relayIdleMilliseconds: Int = 50
+        /// Real time between reads of the event log by an instance that does not hold the relay
+        /// lease. Default 50 ms.
+        public var eventPollMilliseconds: Int = 50
+        /// Real time between queries for due timeouts and retries. Default 100 ms.
+        public var timeoutPollMilliseconds: Int = 100
+        /// Lease lifetime (by the injected clock). Default 10 000 ms.
+        public var leaseTTLMilliseconds: Int64 = 10_000
+        /// Real time between lease renewals; must be well under the TTL. Default 2 000 ms.
+        public var leaseRenewMilliseconds: Int = 2_000
+        /// Most instances expected on one database (member slots). Default 16.
+        public var maxInstances: Int = 16
+        /// Real time a graceful stop waits for in-flight steps. Default 10 000 ms.
+        public var drainMilliseconds: Int = 10_000
+        /// Real time between cursor writes while busy (an idle consumer writes at once). Default 200 ms.
+        public var cursorFlushMilliseconds: Int = 200
+        /// Retries and pause-after-N.
+        public var retry = RetryPolicy()
+        /// A number in [0, 1) for jitter. Default: the system generator.
+        public var random: @Sendable () -> Double = { Double.random(in: 0..<1) }
+        /// Health: consumer lag (events) above which `lag` is unhealthy. Default 10 000.
+        public var healthMaxLag: Int64 = 10_000
+        /// Health: oldest outbox row age above which `outbox` is unhealthy. Default 30 000 ms.
+        public var healthMaxOutboxAgeMilliseconds: Int64 = 30_000
+
+        public init() {}
+    }
+}

@@ -1,0 +1,195 @@
+import Logging
+import Synchronization
+
+/// The durable workflow engine: the `WorkflowService` the server calls, and the long-lived
+/// loops (relay, step consumers, timeout poller, leases) behind it.
+///
+/// ```swift
+/// let engine = try WorkflowEngine(store: store, definitions: [orders])
+/// try await withThrowingTaskGroup(of: Void.self) { group in
+///     group.addTask { try await engine.run() }      // until cancelled or engine.shutdown()
+///     let run = try await engine.trigger(workflow: "order-processor", foreignID: "order-1", object: bytes)
+/// }
+/// ```
+///
+/// Stopping (task cancellation or `shutdown()`) is graceful: no new steps start, in-flight steps
+/// finish and commit (up to `drainMilliseconds`, then they are cancelled and left to be redone),
+/// the outbox is relayed once more, cursors are written, and leases are released.
+public final class WorkflowEngine: WorkflowService {
+    let core: EngineCore
+    let leases: LeaseKeeper
+    let dispatcher: EventDispatcher
+    let consumers: [StepConsumer]
+    let poller: TimeoutPoller
+    private let runTask = Mutex<Task<Void, Never>?>(nil)
+    let startedAtMilliseconds: Int64
+    /// Fired when `run()` has stopped every part.
+    let finished = OneShot()
+
+    public init(
+        store: any WorkflowStore, definitions: [WorkflowDefinition], configuration: Configuration = Configuration(),
+        clock: any WorkflowClock = SystemClock(), ids: any RunIDGenerator = UUIDv7Generator(),
+        logger: Logger = Logger(label: "workflowd.engine")
+    ) throws {
+        let names = definitions.map(\.name)
+        guard Set(names).count == names.count else {
+            throw WorkflowError(.definition, "two workflow definitions share a name")
+        }
+        guard configuration.partitionCount >= 1, configuration.maxConcurrentSteps >= 1,
+            configuration.eventBatchSize >= 1, configuration.relayBatchSize >= 1, configuration.commitBatchSize >= 1,
+            configuration.leaseTTLMilliseconds > 0, configuration.maxInstances >= 1
+        else {
+            throw WorkflowError(.badRequest, "engine configuration: counts and the lease TTL must be positive")
+        }
+        let core = EngineCore(
+            store: store, clock: clock, ids: ids, configuration: configuration, definitions: definitions,
+            logger: logger)
+        var consumers: [StepConsumer] = []
+        for d in definitions {
+            for status in d.stepStatuses {
+                for p in 0..<configuration.partitionCount {
+                    consumers.append(
+                        StepConsumer(
+                            core: core, definition: d, status: status,
+                            partition: Partition(index: p, count: configuration.partitionCount)))
+                }
+            }
+        }
+        let leases = LeaseKeeper(
+            core: core, partitioned: consumers.map { LeaseKeeper.Partitioned(name: $0.name, partition: $0.partition.index) })
+        self.core = core
+        self.consumers = consumers
+        self.leases = leases
+        self.dispatcher = EventDispatcher(core: core, leases: leases, consumers: consumers)
+        self.poller = TimeoutPoller(core: core)
+        self.startedAtMilliseconds = clock.now().milliseconds
+    }
+
+    public var workflows: [WorkflowDescription] {
+        core.definitions.values.sorted { $0.name < $1.name }.map(\.description)
+    }
+
+    public var instanceID: String { core.configuration.instanceID }
+
+    // MARK: Running
+
+    /// Runs relay, consumers, poller and leases until the task is cancelled or `shutdown()` is
+    /// called; returns after the graceful stop.
+    public func run() async throws {
+        let inner = Task { await self.runParts() }
+        let first = runTask.withLock { t -> Bool in
+            guard t == nil else { return false }
+            t = inner
+            return true
+        }
+        guard first else {
+            inner.cancel()
+            throw WorkflowError(.internalError, "the engine is already running")
+        }
+        await withTaskCancellationHandler {
+            await inner.value
+        } onCancel: {
+            self.shutdown()
+        }
+    }
+
+    /// Begins a graceful stop; `run()` returns when it is done.
+    public func shutdown() {
+        core.stopRequested.fire()
+        wakeEverything()
+    }
+
+    private func wakeEverything() {
+        for c in consumers { c.signal() }
+        poller.wakeup.signal()
+        core.relayWakeup.signal()
+        leases.wakeup.signal()
+    }
+
+    private func runParts() async {
+        await dispatcher.start()
+        let workersDone = OneShot()
+        let dispatcherDone = OneShot()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                // The first round of leases before anyone waits for them.
+                await self.leases.tick()
+                self.wakeEverything()
+                await self.leases.run(until: dispatcherDone)
+            }
+            group.addTask {
+                await self.dispatcher.run(until: workersDone)
+                dispatcherDone.fire()
+                self.leases.wakeup.signal()
+            }
+            group.addTask {
+                await withDiscardingTaskGroup { workers in
+                    for c in self.consumers {
+                        workers.addTask { await c.run(dispatcher: self.dispatcher, leases: self.leases) }
+                    }
+                    workers.addTask { await self.poller.run(leases: self.leases) }
+                }
+                workersDone.fire()
+                self.core.relayWakeup.signal()
+            }
+            group.addTask {
+                await self.core.stopRequested.wait()
+                if Task.isCancelled { return }
+                if await !dispatcherDone.wait(milliseconds: self.core.configuration.drainMilliseconds) {
+                    self.core.logger.warning("graceful stop ran out of time; cancelling in-flight steps")
+                    self.runTask.withLock { $0 }?.cancel()
+                }
+            }
+        }
+        finished.fire()
+    }
+
+    // MARK: WorkflowService
+
+    public func trigger(workflow: String, foreignID: String, object: [UInt8]) async throws -> CreateRunResult {
+        guard let definition = core.definitions[workflow] else {
+            throw WorkflowError(.notFound, "no workflow named \(workflow)")
+        }
+        guard !foreignID.isEmpty else { throw WorkflowError(.badRequest, "foreign_id must not be empty") }
+        if core.isStopping { throw WorkflowError(.draining, "the engine is stopping", retryable: true) }
+        let now = core.clock.now()
+        let run = Run(
+            workflow: workflow, foreignID: foreignID, runID: core.ids.next(now: now), runState: .initiated,
+            status: definition.initialStatus, version: 1, object: object, createdAt: now, updatedAt: now)
+        let result = try await core.store.create(
+            NewRun(run: run, timeouts: definition.newTimeouts(for: definition.initialStatus, now: now)))
+        if case .created = result { core.relayWakeup.signal() }
+        return result
+    }
+
+    public func run(id: String) async throws -> Run? { try await core.store.lookup(runID: id) }
+
+    public func latestRun(workflow: String, foreignID: String) async throws -> Run? {
+        try await core.store.latest(workflow: workflow, foreignID: foreignID)
+    }
+
+    public func list(_ query: RunQuery) async throws -> RunPage { try await core.store.list(query) }
+
+    public func history(runID: String) async throws -> [WorkflowEvent] { try await core.store.history(runID: runID) }
+
+    public func events(after seq: Int64, filter: EventFilter, limit: Int) async throws -> [WorkflowEvent] {
+        try await core.store.events(after: seq, filter: filter, limit: limit)
+    }
+
+    public func head() async throws -> Int64 { try await core.store.head() }
+
+    public func addEventListener(_ listener: @escaping @Sendable ([WorkflowEvent]) -> Void) -> EventListenerToken {
+        dispatcher.addListener(listener)
+    }
+
+    public func removeEventListener(_ token: EventListenerToken) { dispatcher.removeListener(token) }
+
+    /// Highest `seq` this instance has delivered to its listeners.
+    public var deliveredHead: Int64 { dispatcher.knownHead }
+
+    /// Consumer names (cursor and lease names), one per (workflow, status, partition).
+    public var consumerNames: [String] { consumers.map(\.name) }
+
+    /// Leases this instance holds now.
+    public var heldLeases: [String] { leases.heldNames.sorted() }
+}
