@@ -1,0 +1,465 @@
+import WorkflowWire
+
+/// One client connection's protocol logic, without I/O: framing, ordering of replies, read
+/// back-pressure, half-close, draining and closing.
+///
+/// The driver (`Connection`) feeds it inputs — bytes read, end of input, replies computed,
+/// writes completed — and runs the `Action`s it returns, in order.
+///
+/// - Replies go out in request order; `await` replies go out when ready (clients match by id).
+/// - A line over `maxLine` is answered `LINE_TOO_LONG` (after earlier replies) and the
+///   connection closes once that reply is written.
+/// - Reading stops while too many bytes wait to be written or too many requests are pending,
+///   and resumes (including lines already buffered) once both are low again.
+/// - After the client's end of input, every pending reply is still sent; then the connection
+///   closes, unless it has subscriptions, which keep streaming until the client closes.
+struct SessionStateMachine {
+    struct Limits: Sendable, Equatable {
+        /// Longest accepted line in bytes, without its `\n`.
+        var maxLine: Int
+        /// Stop reading (and stop pushing events) at this many unwritten bytes.
+        var writeHighWater: Int
+        /// Resume below this many.
+        var writeLowWater: Int
+        /// Stop reading at this many requests without a reply.
+        var maxPendingRequests: Int
+    }
+
+    /// Which reply slot a dispatched request fills.
+    struct Ticket: Hashable, Sendable {
+        var number: UInt64
+        /// false for `await`, whose reply does not wait for earlier ones.
+        var ordered: Bool
+    }
+
+    enum Action: Equatable {
+        /// Run this request; answer with `replyReady(ticket, ...)`.
+        case dispatch(Ticket, Request)
+        case write([UInt8])
+        /// The `subscribe` reply for this subscription is now written: events may follow.
+        case subscriptionActivated(Int64)
+        /// Unwritten bytes fell back below the low-water mark after having been high.
+        case writable
+        case stopReading
+        case startReading
+        /// Close the connection now (everything owed has been written).
+        case close
+    }
+
+    private struct Slot {
+        var reply: [UInt8]?
+        var activates: Int64?
+    }
+
+    private struct Session {
+        var inbuf: [UInt8] = []
+        var consumed = 0
+        /// Bytes after `consumed` already scanned without finding `\n`.
+        var scanned = 0
+        var nextTicket: UInt64 = 0
+        /// Ticket number of `ordered[orderedHead]`.
+        var headTicket: UInt64 = 0
+        var ordered: [Slot] = []
+        var orderedHead = 0
+        var awaitsInFlight = 0
+        var subscriptions = 0
+        var outstandingBytes = 0
+        var aboveHighWater = false
+        var readingStopped = false
+        /// The client ended its input (half-close or full close).
+        var endOfInput = false
+        /// A fatal framing error was answered: close once the ordered replies are written.
+        var closeAfterReplies = false
+        var draining = false
+
+        var orderedPending: Int { ordered.count - orderedHead }
+        var pending: Int { orderedPending + awaitsInFlight }
+    }
+
+    private enum State {
+        case open(Session)
+        /// Waiting for the last bytes to be written before closing.
+        case closing(outstandingBytes: Int)
+        case closed
+    }
+
+    let limits: Limits
+    private var state: State = .open(Session())
+
+    init(limits: Limits) {
+        self.limits = limits
+    }
+
+    // MARK: - Queries
+
+    /// Whether pushed frames may be written now (open and below the high-water mark).
+    var acceptsPushedFrames: Bool {
+        switch state {
+        case .open(let s): !s.aboveHighWater && !s.closeAfterReplies
+        case .closing, .closed: false
+        }
+    }
+
+    var isClosed: Bool {
+        switch state {
+        case .closed: true
+        case .open, .closing: false
+        }
+    }
+
+    /// Requests without a reply yet.
+    var pendingRequests: Int {
+        switch state {
+        case .open(let s): s.pending
+        case .closing, .closed: 0
+        }
+    }
+
+    var unwrittenBytes: Int {
+        switch state {
+        case .open(let s): s.outstandingBytes
+        case .closing(let n): n
+        case .closed: 0
+        }
+    }
+
+    // MARK: - Inputs
+
+    mutating func bytesReceived(_ bytes: UnsafeRawBufferPointer) -> [Action] {
+        switch state {
+        case .open(var s):
+            if s.endOfInput || s.closeAfterReplies { return [] }
+            s.inbuf.append(contentsOf: bytes)
+            var actions: [Action] = []
+            processLines(&s, &actions)
+            finish(s, &actions)
+            return actions
+        case .closing, .closed:
+            return []
+        }
+    }
+
+    mutating func bytesReceived(_ bytes: [UInt8]) -> [Action] {
+        bytes.withUnsafeBytes { bytesReceived($0) }
+    }
+
+    /// The client shut down its writing side (or closed).
+    mutating func inputEnded() -> [Action] {
+        switch state {
+        case .open(var s):
+            s.endOfInput = true
+            var actions: [Action] = []
+            processLines(&s, &actions)
+            finish(s, &actions)
+            return actions
+        case .closing, .closed:
+            return []
+        }
+    }
+
+    /// The reply for `ticket` is ready. `activates` names the subscription a `subscribe` reply
+    /// starts; it becomes active when the reply is written.
+    mutating func replyReady(_ ticket: Ticket, _ reply: [UInt8], activates: Int64? = nil) -> [Action] {
+        switch state {
+        case .open(var s):
+            var actions: [Action] = []
+            if ticket.ordered {
+                let index = s.orderedHead + Int(ticket.number - s.headTicket)
+                precondition(
+                    ticket.number >= s.headTicket && index < s.ordered.count && s.ordered[index].reply == nil,
+                    "reply for unknown ticket \(ticket) (head \(s.headTicket), \(s.orderedPending) pending)")
+                s.ordered[index] = Slot(reply: reply, activates: activates)
+                flushOrdered(&s, &actions)
+            } else {
+                precondition(s.awaitsInFlight > 0, "await reply without an await in flight")
+                s.awaitsInFlight -= 1
+                write(reply, &s, &actions)
+            }
+            processLines(&s, &actions)
+            finish(s, &actions)
+            return actions
+        case .closing, .closed:
+            return []
+        }
+    }
+
+    /// The driver wrote `count` bytes of pushed frames itself.
+    mutating func framesWritten(_ count: Int) -> [Action] {
+        switch state {
+        case .open(var s):
+            var actions: [Action] = []
+            s.outstandingBytes += count
+            updateBackPressure(&s, &actions)
+            state = .open(s)
+            return actions
+        case .closing(let n):
+            state = .closing(outstandingBytes: n + count)
+            return []
+        case .closed:
+            return []
+        }
+    }
+
+    mutating func writeCompleted(_ count: Int) -> [Action] {
+        switch state {
+        case .open(var s):
+            precondition(s.outstandingBytes >= count, "wrote more than was queued")
+            s.outstandingBytes -= count
+            var actions: [Action] = []
+            processLines(&s, &actions)
+            finish(s, &actions)
+            return actions
+        case .closing(let n):
+            precondition(n >= count, "wrote more than was queued")
+            if n - count == 0 {
+                state = .closed
+                return [.close]
+            }
+            state = .closing(outstandingBytes: n - count)
+            return []
+        case .closed:
+            return []
+        }
+    }
+
+    mutating func subscriptionsChanged(count: Int) -> [Action] {
+        switch state {
+        case .open(var s):
+            s.subscriptions = count
+            var actions: [Action] = []
+            finish(s, &actions)
+            return actions
+        case .closing, .closed:
+            return []
+        }
+    }
+
+    /// The server is shutting down: new requests are answered `DRAINING`.
+    mutating func beginDrain() -> [Action] {
+        switch state {
+        case .open(var s):
+            s.draining = true
+            var actions: [Action] = []
+            processLines(&s, &actions)
+            finish(s, &actions)
+            return actions
+        case .closing, .closed:
+            return []
+        }
+    }
+
+    /// Close after writing what is already queued; replies still owed are dropped.
+    mutating func close() -> [Action] {
+        switch state {
+        case .open(let s):
+            var actions: [Action] = []
+            if !s.readingStopped { actions.append(.stopReading) }
+            if s.outstandingBytes == 0 {
+                state = .closed
+                actions.append(.close)
+            } else {
+                state = .closing(outstandingBytes: s.outstandingBytes)
+            }
+            return actions
+        case .closing, .closed:
+            return []
+        }
+    }
+
+    /// A read or write failed: the connection is gone.
+    mutating func connectionFailed() -> [Action] {
+        switch state {
+        case .open, .closing:
+            state = .closed
+            return [.close]
+        case .closed:
+            return []
+        }
+    }
+
+    // MARK: - Internals
+
+    private func isPaused(_ s: Session) -> Bool {
+        s.aboveHighWater || s.pending >= limits.maxPendingRequests
+    }
+
+    private mutating func processLines(_ s: inout Session, _ actions: inout [Action]) {
+        while !s.closeAfterReplies && !isPaused(s) {
+            let available = s.inbuf.count - s.consumed
+            if available == 0 { break }
+            var newline: Int? = nil
+            s.inbuf.withUnsafeBufferPointer { buf in
+                var k = s.consumed + s.scanned
+                while k < buf.count {
+                    if buf[k] == 0x0A {
+                        newline = k
+                        return
+                    }
+                    k += 1
+                }
+            }
+            let lineEnd: Int
+            let next: Int
+            if let nl = newline {
+                lineEnd = nl
+                next = nl + 1
+            } else {
+                s.scanned = available
+                if available > limits.maxLine + 1 || (available > limits.maxLine && s.inbuf.last != 0x0D) {
+                    lineTooLong(&s, &actions)
+                    return
+                }
+                guard s.endOfInput else { break }
+                // The last line at end of input may lack its `\n`.
+                lineEnd = s.inbuf.count
+                next = s.inbuf.count
+            }
+            var end = lineEnd
+            if end > s.consumed && s.inbuf[end - 1] == 0x0D { end -= 1 }
+            let start = s.consumed
+            s.consumed = next
+            s.scanned = 0
+            if end - start > limits.maxLine {
+                lineTooLong(&s, &actions)
+                return
+            }
+            if isBlank(s.inbuf, start, end) { continue }
+            let decoded = s.inbuf.withUnsafeBytes { RequestDecoder.decode(UnsafeRawBufferPointer(rebasing: $0[start..<end])) }
+            handle(decoded, &s, &actions)
+        }
+        if s.consumed == s.inbuf.count {
+            s.inbuf.removeAll(keepingCapacity: s.inbuf.capacity <= 65_536)
+            s.consumed = 0
+            s.scanned = 0
+        } else if s.consumed > 65_536 {
+            s.inbuf.removeFirst(s.consumed)
+            s.consumed = 0
+        }
+    }
+
+    private func isBlank(_ b: [UInt8], _ start: Int, _ end: Int) -> Bool {
+        var k = start
+        while k < end {
+            switch b[k] {
+            case 0x20, 0x09, 0x0D: k += 1
+            default: return false
+            }
+        }
+        return true
+    }
+
+    private mutating func lineTooLong(_ s: inout Session, _ actions: inout [Action]) {
+        s.closeAfterReplies = true
+        s.inbuf = []
+        s.consumed = 0
+        s.scanned = 0
+        let error = WireError(.lineTooLong, "line longer than max_line (\(limits.maxLine) bytes); closing the connection")
+        enqueueFilled(Reply.failure(id: nil, error), &s, &actions)
+    }
+
+    private mutating func handle(_ decoded: DecodedLine, _ s: inout Session, _ actions: inout [Action]) {
+        switch decoded {
+        case .failure(let id, let error):
+            enqueueFilled(Reply.failure(id: id, error), &s, &actions)
+        case .request(let request):
+            if s.draining {
+                enqueueFilled(Reply.failure(id: request.id, WireError(.draining, "the server is shutting down")), &s, &actions)
+                return
+            }
+            let ticket: Ticket
+            switch request.operation {
+            case .awaitStatus:
+                ticket = Ticket(number: s.nextTicket, ordered: false)
+                s.awaitsInFlight += 1
+            case .hello, .ping, .submit, .trigger, .get, .list, .history, .subscribe, .unsubscribe, .control, .stats,
+                .graph, .health:
+                ticket = Ticket(number: s.nextTicket, ordered: true)
+                if s.orderedPending == 0 {
+                    s.headTicket = s.nextTicket
+                }
+                s.ordered.append(Slot(reply: nil, activates: nil))
+            }
+            s.nextTicket += 1
+            actions.append(.dispatch(ticket, request))
+        }
+    }
+
+    /// An ordered reply known at once (an error from decoding, DRAINING).
+    private mutating func enqueueFilled(_ reply: [UInt8], _ s: inout Session, _ actions: inout [Action]) {
+        if s.orderedPending == 0 {
+            s.headTicket = s.nextTicket
+        }
+        s.ordered.append(Slot(reply: reply, activates: nil))
+        s.nextTicket += 1
+        flushOrdered(&s, &actions)
+    }
+
+    private mutating func flushOrdered(_ s: inout Session, _ actions: inout [Action]) {
+        while s.orderedHead < s.ordered.count, let reply = s.ordered[s.orderedHead].reply {
+            let activates = s.ordered[s.orderedHead].activates
+            s.ordered[s.orderedHead] = Slot()
+            s.orderedHead += 1
+            s.headTicket += 1
+            write(reply, &s, &actions)
+            if let sub = activates { actions.append(.subscriptionActivated(sub)) }
+        }
+        if s.orderedHead == s.ordered.count {
+            s.ordered.removeAll(keepingCapacity: true)
+            s.orderedHead = 0
+        } else if s.orderedHead > 1024 {
+            s.ordered.removeFirst(s.orderedHead)
+            s.orderedHead = 0
+        }
+    }
+
+    private func write(_ bytes: [UInt8], _ s: inout Session, _ actions: inout [Action]) {
+        s.outstandingBytes += bytes.count
+        actions.append(.write(bytes))
+    }
+
+    private func updateBackPressure(_ s: inout Session, _ actions: inout [Action]) {
+        if !s.aboveHighWater && s.outstandingBytes >= limits.writeHighWater {
+            s.aboveHighWater = true
+        } else if s.aboveHighWater && s.outstandingBytes <= limits.writeLowWater {
+            s.aboveHighWater = false
+            actions.append(.writable)
+        }
+        let wantStopped = isPaused(s) || s.endOfInput || s.closeAfterReplies
+        if wantStopped && !s.readingStopped {
+            s.readingStopped = true
+            actions.append(.stopReading)
+        } else if !wantStopped && s.readingStopped {
+            s.readingStopped = false
+            actions.append(.startReading)
+        }
+    }
+
+    /// Settles back-pressure and decides whether the session is done; stores the new state.
+    private mutating func finish(_ s0: Session, _ actions: inout [Action]) {
+        var s = s0
+        let wasAbove = s.aboveHighWater
+        updateBackPressure(&s, &actions)
+        if wasAbove && !s.aboveHighWater {
+            // Unpaused by writes: lines already buffered can go now.
+            processLines(&s, &actions)
+            updateBackPressure(&s, &actions)
+        }
+        let linesLeft = s.inbuf.count > s.consumed
+        let done: Bool
+        if s.closeAfterReplies {
+            done = s.orderedPending == 0
+        } else {
+            done = s.endOfInput && !linesLeft && s.pending == 0 && s.subscriptions == 0
+        }
+        if done {
+            if s.outstandingBytes == 0 {
+                state = .closed
+                actions.append(.close)
+            } else {
+                state = .closing(outstandingBytes: s.outstandingBytes)
+            }
+        } else {
+            state = .open(s)
+        }
+    }
+}
