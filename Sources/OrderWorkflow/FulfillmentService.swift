@@ -23,9 +23,9 @@ public struct SimulatedFulfillmentService: FulfillmentService {
 
     public func ship(_ order: Order, runID: String, idempotencyKey: String) async throws -> FulfillmentOutcome {
         if latencyMilliseconds > 0 { try await Task.sleep(for: .milliseconds(latencyMilliseconds)) }
-        if random.unit(runID: runID, purpose: "fulfillment") < failureRate {
+        if random.unit(key: order.id, purpose: "fulfillment") < failureRate {
             return .failed(reason: "fulfillment failed")
         }
-        return .shipped(trackingID: random.identifier(prefix: "trk", runID: runID, purpose: "fulfillment"))
+        return .shipped(trackingID: random.identifier(prefix: "trk", key: idempotencyKey, purpose: "fulfillment"))
     }
 }

@@ -24,9 +24,9 @@ public struct SimulatedPaymentGateway: PaymentGateway {
 
     public func charge(_ order: Order, runID: String, idempotencyKey: String) async throws -> PaymentOutcome {
         if latencyMilliseconds > 0 { try await Task.sleep(for: .milliseconds(latencyMilliseconds)) }
-        if random.unit(runID: runID, purpose: "payment") < declineRate {
+        if random.unit(key: order.id, purpose: "payment") < declineRate {
             return .declined(reason: "payment declined")
         }
-        return .approved(paymentID: random.identifier(prefix: "pay", runID: runID, purpose: "payment"))
+        return .approved(paymentID: random.identifier(prefix: "pay", key: idempotencyKey, purpose: "payment"))
     }
 }
