@@ -266,7 +266,7 @@ extension ServerCore {
             conn.nextSubscriptionID += 1
             let sub = Subscription(id: subID, connection: conn, filter: filter, position: position)
             conn.subscriptions[subID] = sub
-            hub.add(sub)
+            hub.add(sub, head: head)
             conn.subscriptionsChanged()
             conn.reply(ticket, Reply.success(id: id) { w in w.key("sub"); w.int(subID); w.key("head"); w.int(head) }, activates: subID)
         }

@@ -59,6 +59,9 @@ final class SubscriptionHub {
     private var recentStart = 0
     /// The newest `seq` the hub has seen live; nil before the first event.
     private(set) var lastLiveSeq: Int64?
+    /// The newest head the engine reported (to `subscribe`): before the first live event, a
+    /// subscription behind it must read the log.
+    private var knownHead: Int64 = 0
     private var subscriptions: [ObjectIdentifier: Subscription] = [:]
     private var watchers: [String: [AwaitWatcher]] = [:]
 
@@ -71,7 +74,8 @@ final class SubscriptionHub {
 
     // MARK: - Subscriptions
 
-    func add(_ sub: Subscription) {
+    func add(_ sub: Subscription, head: Int64) {
+        knownHead = max(knownHead, head)
         subscriptions[ObjectIdentifier(sub)] = sub
     }
 
@@ -158,7 +162,9 @@ final class SubscriptionHub {
     /// or reading the log.
     func advance(_ sub: Subscription) {
         guard !sub.cancelled else { return }
-        guard let last = lastLiveSeq, sub.position < last else {
+        // Live delivery is gap-free from the last event seen live (or, before any, from the
+        // head the engine reported): a subscription there can go live.
+        guard sub.position < (lastLiveSeq ?? knownHead) else {
             sub.mode = .live
             return
         }
@@ -181,7 +187,7 @@ final class SubscriptionHub {
 
     private func startRead(_ sub: Subscription) {
         sub.mode = .reading
-        let liveMark = lastLiveSeq ?? sub.position
+        let liveMark = lastLiveSeq ?? knownHead
         let after = sub.position
         let limit = core.configuration.catchUpBatchSize
         let filter = sub.filter
@@ -225,7 +231,7 @@ final class SubscriptionHub {
             }
             if items.count < limit {
                 // The log held nothing more that matches up to at least `liveMark` (every event
-                // the hub had seen before the read was committed before it).
+                // the hub had seen, and the reported head, were committed before the read).
                 sub.position = max(sub.position, liveMark)
             }
             if sub.connection.acceptsPushedFrames {
