@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS workflow_records (
     KEY idx_workflow_created (workflow_name, created_at),
     KEY idx_status (workflow_name, status, created_at),
     KEY idx_run_state (workflow_name, run_state, created_at),
+    KEY idx_counts (workflow_name, status, run_state),
     KEY idx_created (created_at)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
 

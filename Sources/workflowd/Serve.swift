@@ -1,0 +1,174 @@
+import ArgumentParser
+@preconcurrency import Dispatch
+import Foundation
+import Logging
+import OrderWorkflow
+import WorkflowEngine
+import WorkflowMariaDB
+import WorkflowServer
+
+/// Options of the socket server.
+struct ServerOptions: ParsableArguments {
+    @Option(name: .long, help: "Unix socket path (env WORKFLOWD_SOCKET, default <data-dir>/workflowd.sock).")
+    var socket: String?
+
+    @Option(name: .customLong("socket-mode"), help: "Socket file permissions in octal (env WORKFLOWD_SOCKET_MODE, default 0660).")
+    var socketMode: String?
+
+    @Option(name: .customLong("max-line"), help: "Longest request line in bytes (env WORKFLOWD_MAX_LINE, default 1048576).")
+    var maxLine: Int?
+
+    @Option(name: .customLong("max-connections"), help: "Most client connections (env WORKFLOWD_MAX_CONNECTIONS, default 1024).")
+    var maxConnections: Int?
+
+    @Option(name: .customLong("partitions"), help: "Partitions per step consumer (env WORKFLOWD_PARTITIONS, default 4).")
+    var partitions: Int?
+
+    @Flag(name: .customLong("no-migrate"), help: "Do not apply the schema at start-up (for a user without CREATE rights; run `workflowd migrate` as an admin).")
+    var noMigrate = false
+
+    func serverConfiguration(dataDirectory: String, env: [String: String]) throws -> ServerConfiguration {
+        let path = Settings.absolutePath(socket ?? env["WORKFLOWD_SOCKET"].flatMap { $0.isEmpty ? nil : $0 } ?? dataDirectory + "/workflowd.sock")
+        var c = ServerConfiguration(socketPath: path)
+        if let text = socketMode ?? env["WORKFLOWD_SOCKET_MODE"], !text.isEmpty {
+            guard let mode = UInt32(text, radix: 8), mode <= 0o777 else {
+                throw SettingsError(message: "\(socketMode != nil ? "--socket-mode" : "WORKFLOWD_SOCKET_MODE"): '\(text)' is not an octal file mode such as 0660")
+            }
+            c.socketMode = mode
+        }
+        c.maxLine = try Settings.int(maxLine, env, "WORKFLOWD_MAX_LINE", "--max-line", 1 << 20, 1024...(64 << 20))
+        c.maxConnections = try Settings.int(maxConnections, env, "WORKFLOWD_MAX_CONNECTIONS", "--max-connections", 1024, 1...100_000)
+        c.serverVersion = WorkflowdVersion.string
+        return c
+    }
+
+    func engineConfiguration(env: [String: String]) throws -> WorkflowEngine.Configuration {
+        var c = WorkflowEngine.Configuration()
+        c.partitionCount = try Settings.int(partitions, env, "WORKFLOWD_PARTITIONS", "--partitions", 4, 1...256)
+        return c
+    }
+}
+
+/// Everything `serve` and `demo` run: database, engine, socket server.
+final class Service {
+    let db: DatabaseHandle
+    let engine: WorkflowEngine
+    let server: WorkflowServer
+    let logger: Logger
+    private var engineTask: Task<Void, Error>?
+
+    init(database: DatabaseOptions, server options: ServerOptions, env: [String: String]) async throws {
+        let settings = try Settings.resolve(database, env: env)
+        let logger = settings.makeLogger(label: "workflowd")
+        self.logger = logger
+        let serverConfiguration = try options.serverConfiguration(dataDirectory: settings.dataDirectory, env: env)
+        let engineConfiguration = try options.engineConfiguration(env: env)
+        let orders: OrderWorkflow.Configuration
+        do {
+            orders = try OrderWorkflow.Configuration(environment: env)
+        } catch {
+            throw SettingsError(message: "\(error)")
+        }
+        try FileManager.default.createDirectory(atPath: settings.dataDirectory, withIntermediateDirectories: true)
+        let db = try await DatabaseHandle(settings: settings, logger: logger)
+        do {
+            if !options.noMigrate {
+                try await SchemaMigrator(pool: db.pool, logger: logger).migrate()
+            }
+            let store = MariaDBWorkflowStore(pool: db.pool, logger: logger)
+            let engine = try WorkflowEngine(
+                store: store, definitions: [try OrderWorkflow.definition(configuration: orders)],
+                configuration: engineConfiguration, logger: logger)
+            self.engine = engine
+            self.server = WorkflowServer(configuration: serverConfiguration, service: engine, logger: logger)
+            self.db = db
+        } catch {
+            db.close()
+            throw error
+        }
+    }
+
+    var socketPath: String { server.configuration.socketPath }
+
+    /// Starts the engine's loops and the socket server.
+    func start() throws {
+        let engine = self.engine
+        engineTask = Task { try await engine.run() }
+        do {
+            try server.start()
+        } catch {
+            engine.shutdown()
+            throw error
+        }
+    }
+
+    /// Graceful stop: the server drains (in-flight requests are answered, new ones get
+    /// DRAINING), then the engine finishes its in-flight steps and releases its leases, then the
+    /// pool closes and an embedded database is stopped.
+    func stop() async {
+        await server.drain()
+        engine.shutdown()
+        _ = try? await engineTask?.value
+        db.close()
+    }
+}
+
+/// Waits for SIGTERM or SIGINT (the first one wins).
+enum Signals {
+    static func wait() async -> Int32 {
+        signal(SIGTERM, SIG_IGN)
+        signal(SIGINT, SIG_IGN)
+        let holder = SignalSources()
+        return await withCheckedContinuation { (c: CheckedContinuation<Int32, Never>) in
+            holder.install(signals: [SIGTERM, SIGINT]) { c.resume(returning: $0) }
+        }
+    }
+}
+
+/// Keeps the dispatch signal sources alive and resumes the waiter exactly once.
+// @unchecked Sendable: `sources` and `done` are only touched on `queue`, a serial queue.
+final class SignalSources: @unchecked Sendable {
+    private let queue = DispatchQueue(label: "workflowd.signals")
+    private var sources: [any DispatchSourceSignal] = []
+    private var done = false
+
+    func install(signals: [Int32], _ fire: @escaping @Sendable (Int32) -> Void) {
+        queue.sync {
+            for sig in signals {
+                let s = DispatchSource.makeSignalSource(signal: sig, queue: queue)
+                s.setEventHandler { [unowned self] in
+                    guard !self.done else { return }
+                    self.done = true
+                    fire(sig)
+                }
+                s.resume()
+                sources.append(s)
+            }
+        }
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the service (the default command): the engine and the Unix-socket server.")
+
+    @OptionGroup var database: DatabaseOptions
+    @OptionGroup var server: ServerOptions
+
+    func run() async throws {
+        let env = ProcessInfo.processInfo.environment
+        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        let service = try await Service(database: database, server: server, env: env)
+        do {
+            try service.start()
+        } catch {
+            await service.stop()
+            throw error
+        }
+        service.logger.info("ready", metadata: ["socket": "\(service.socketPath)", "pid": "\(getpid())"])
+        let sig = await Signals.wait()
+        service.logger.info("stopping", metadata: ["signal": "\(sig == SIGTERM ? "SIGTERM" : "SIGINT")"])
+        await service.stop()
+        service.logger.info("stopped")
+    }
+}

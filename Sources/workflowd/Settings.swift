@@ -1,0 +1,172 @@
+import ArgumentParser
+import Foundation
+import Logging
+import WorkflowMariaDB
+
+/// Options every command that talks to the database shares. Each may also come from an
+/// environment variable; a flag wins over the variable, which wins over the default.
+struct DatabaseOptions: ParsableArguments {
+    @Option(name: .long, help: "MariaDB DSN (env WORKFLOWD_DSN). Without one, a private MariaDB is started in the data folder.")
+    var dsn: String?
+
+    @Option(name: .customLong("data-dir"), help: "Folder for the socket and the embedded database (env WORKFLOWD_DATA_DIR, default .workflowd).")
+    var dataDir: String?
+
+    @Option(name: .customLong("pool-max-open"), help: "Most open database connections (env WORKFLOWD_POOL_MAX_OPEN, default 25).")
+    var poolMaxOpen: Int?
+
+    @Option(name: .customLong("pool-max-idle"), help: "Idle connections kept open (env WORKFLOWD_POOL_MAX_IDLE, default 5).")
+    var poolMaxIdle: Int?
+
+    @Option(name: .customLong("pool-max-lifetime"), help: "Recycle connections older than this, e.g. 5m (env WORKFLOWD_POOL_MAX_LIFETIME, default 5m).")
+    var poolMaxLifetime: String?
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error, critical (env WORKFLOWD_LOG_LEVEL, default info).")
+    var logLevel: String?
+}
+
+/// A configuration value that is wrong; the message names the flag or variable.
+struct SettingsError: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
+}
+
+/// Resolved settings: flag, else environment, else default — validated once at start-up.
+struct Settings {
+    var dsn: String?
+    var dataDirectory: String
+    var pool: PoolConfiguration
+    var logLevel: Logger.Level
+
+    static func resolve(_ o: DatabaseOptions, env: [String: String]) throws -> Settings {
+        var s = Settings(
+            dsn: nil, dataDirectory: ".workflowd", pool: PoolConfiguration(), logLevel: .info)
+        if let dsn = o.dsn ?? env["WORKFLOWD_DSN"], !dsn.isEmpty { s.dsn = dsn }
+        if let dir = o.dataDir ?? env["WORKFLOWD_DATA_DIR"], !dir.isEmpty { s.dataDirectory = dir }
+        s.dataDirectory = absolutePath(s.dataDirectory)
+        s.pool.maxOpen = try int(o.poolMaxOpen, env, "WORKFLOWD_POOL_MAX_OPEN", "--pool-max-open", 25, 1...1000)
+        s.pool.maxIdle = try int(o.poolMaxIdle, env, "WORKFLOWD_POOL_MAX_IDLE", "--pool-max-idle", 5, 0...1000)
+        if s.pool.maxIdle > s.pool.maxOpen { s.pool.maxIdle = s.pool.maxOpen }
+        if let text = o.poolMaxLifetime ?? env["WORKFLOWD_POOL_MAX_LIFETIME"] {
+            guard let seconds = duration(text), seconds > 0 else {
+                throw SettingsError(
+                    message: "\(o.poolMaxLifetime != nil ? "--pool-max-lifetime" : "WORKFLOWD_POOL_MAX_LIFETIME"): '\(text)' is not a duration such as 5m, 90s or 300")
+            }
+            s.pool.maxLifetimeSeconds = seconds
+        }
+        if let text = o.logLevel ?? env["WORKFLOWD_LOG_LEVEL"] {
+            guard let level = Logger.Level(rawValue: text.lowercased()) else {
+                throw SettingsError(
+                    message: "\(o.logLevel != nil ? "--log-level" : "WORKFLOWD_LOG_LEVEL"): '\(text)' is not one of trace, debug, info, notice, warning, error, critical")
+            }
+            s.logLevel = level
+        }
+        return s
+    }
+
+    /// Resolves an integer setting with its range, naming the source in errors.
+    static func int(
+        _ flag: Int?, _ env: [String: String], _ variable: String, _ flagName: String, _ fallback: Int,
+        _ range: ClosedRange<Int>
+    ) throws -> Int {
+        if let flag {
+            guard range.contains(flag) else {
+                throw SettingsError(message: "\(flagName): \(flag) is not in \(range.lowerBound)...\(range.upperBound)")
+            }
+            return flag
+        }
+        guard let text = env[variable], !text.isEmpty else { return fallback }
+        guard let v = Int(text.trimmingCharacters(in: .whitespaces)), range.contains(v) else {
+            throw SettingsError(message: "\(variable): '\(text)' is not a whole number from \(range.lowerBound) to \(range.upperBound)")
+        }
+        return v
+    }
+
+    /// `300`, `90s`, `5m`, `1h`, `500ms` → seconds.
+    static func duration(_ text: String) -> Double? {
+        let t = text.trimmingCharacters(in: .whitespaces)
+        if let v = Double(t) { return v }
+        for (suffix, factor) in [("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)] where t.hasSuffix(suffix) {
+            if let v = Double(t.dropLast(suffix.count)) { return v * factor }
+        }
+        return nil
+    }
+
+    static func absolutePath(_ p: String) -> String {
+        if p.hasPrefix("/") { return p }
+        let cwd = FileManager.default.currentDirectoryPath
+        return URL(fileURLWithPath: cwd).appendingPathComponent(p).standardizedFileURL.path
+    }
+
+    func makeLogger(label: String) -> Logger {
+        var logger = Logger(label: label)
+        logger.logLevel = logLevel
+        return logger
+    }
+}
+
+/// The database a command works on: the configured DSN, or the private server in the data
+/// folder (started here, stopped by `close()` only if this process started it).
+final class DatabaseHandle {
+    let configuration: MariaDBConfiguration
+    let pool: MariaDBPool
+    private let embedded: PrivateMariaDB?
+    private let startedEmbedded: Bool
+    let logger: Logger
+
+    /// The name of the database workflowd uses inside the embedded server.
+    static let embeddedDatabaseName = "workflowd"
+
+    init(settings: Settings, logger: Logger) async throws {
+        self.logger = logger
+        if let dsn = settings.dsn {
+            do {
+                configuration = try MariaDBConfiguration(dsn: dsn)
+            } catch {
+                throw SettingsError(message: "WORKFLOWD_DSN / --dsn: \(error.message)")
+            }
+            guard !configuration.database.isEmpty else {
+                throw SettingsError(message: "WORKFLOWD_DSN / --dsn: the DSN names no database (…/dbname)")
+            }
+            embedded = nil
+            startedEmbedded = false
+            logger.info("using MariaDB", metadata: ["db": "\(configuration)"])
+        } else {
+            let server = PrivateMariaDB(directory: settings.dataDirectory + "/mariadb")
+            let wasRunning = server.isRunning
+            logger.info("starting the embedded MariaDB", metadata: ["dir": "\(server.directory)"])
+            _ = try server.start()
+            embedded = server
+            startedEmbedded = !wasRunning
+            var base = try MariaDBConfiguration(dsn: server.dsn)
+            let admin = MariaDBPool(configuration: base, pool: PoolConfiguration(maxOpen: 1, maxIdle: 0, maxLifetimeSeconds: 60), logger: logger)
+            try await admin.withConnection {
+                try $0.executeText(
+                    "CREATE DATABASE IF NOT EXISTS \(Self.embeddedDatabaseName) CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+            }
+            admin.shutdown()
+            base.database = Self.embeddedDatabaseName
+            configuration = base
+        }
+        pool = MariaDBPool(configuration: configuration, pool: settings.pool, logger: logger)
+    }
+
+    /// A one-line hint for humans on how to look at the tables.
+    var sqlHint: String {
+        if let embedded {
+            return "mariadb --no-defaults -S \(embedded.socketPath) -uroot \(Self.embeddedDatabaseName)"
+        }
+        return "mariadb (connect as in your DSN) \(configuration.database)"
+    }
+
+    func close() {
+        pool.shutdown()
+        if let embedded, startedEmbedded {
+            do {
+                try embedded.stop()
+            } catch {
+                logger.warning("could not stop the embedded MariaDB", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+}
