@@ -151,6 +151,27 @@ final class DatabaseHandle {
         pool = MariaDBPool(configuration: configuration, pool: settings.pool, logger: logger)
     }
 
+    /// Creates the database named in `dsn` if it is missing (for `migrate --create-database`).
+    static func createDatabase(dsn: String, logger: Logger) async throws {
+        var config: MariaDBConfiguration
+        do {
+            config = try MariaDBConfiguration(dsn: dsn)
+        } catch {
+            throw SettingsError(message: "WORKFLOWD_DSN / --dsn: \(error.message)")
+        }
+        let name = config.database
+        guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) else {
+            throw SettingsError(message: "--create-database: the database name must be letters, digits and _ only")
+        }
+        config.database = ""
+        let admin = MariaDBPool(
+            configuration: config, pool: PoolConfiguration(maxOpen: 1, maxIdle: 0, maxLifetimeSeconds: 60), logger: logger)
+        defer { admin.shutdown() }
+        try await admin.withConnection {
+            try $0.executeText("CREATE DATABASE IF NOT EXISTS `\(name)` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+        }
+    }
+
     /// A one-line hint for humans on how to look at the tables.
     var sqlHint: String {
         if let embedded {

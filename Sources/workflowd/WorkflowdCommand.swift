@@ -31,10 +31,16 @@ struct Migrate: AsyncParsableCommand {
 
     @OptionGroup var database: DatabaseOptions
 
+    @Flag(name: .customLong("create-database"), help: "Create the DSN's database first if it does not exist.")
+    var createDatabase = false
+
     func run() async throws {
         let settings = try Settings.resolve(database, env: ProcessInfo.processInfo.environment)
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
         let logger = settings.makeLogger(label: "workflowd")
+        if createDatabase, let dsn = settings.dsn {
+            try await DatabaseHandle.createDatabase(dsn: dsn, logger: logger)
+        }
         let db = try await DatabaseHandle(settings: settings, logger: logger)
         defer { db.close() }
         let before = try await SchemaMigrator(pool: db.pool, logger: logger).migrate()
