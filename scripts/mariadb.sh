@@ -150,12 +150,20 @@ do_start() {
         --innodb-buffer-pool-size=256M
     )
     say "starting mariadbd in $dir"
-    # Detached from our stdio (a caller's $(...) must not wait for the server) and from fd 9.
-    if command -v setsid >/dev/null 2>&1; then
-        setsid "$SERVER" "${args[@]}" </dev/null >>"$errlog" 2>&1 9>&- &
-    else
-        nohup "$SERVER" "${args[@]}" </dev/null >>"$errlog" 2>&1 9>&- &
-    fi
+    (
+        # The server must hold none of our descriptors: not our stdio (a caller's $(...) would
+        # wait for the server), not the lock on fd 9, and not whatever a parent process uses to
+        # see this script exit (Foundation's Process waits for EOF on a socket it passes down).
+        for fd in /proc/self/fd/*; do
+            fd="${fd##*/}"
+            case "$fd" in 0 | 1 | 2 | *[!0-9]*) ;; *) eval "exec $fd>&-" 2>/dev/null || true ;; esac
+        done
+        exec 9>&- </dev/null >>"$errlog" 2>&1
+        if command -v setsid >/dev/null 2>&1; then
+            exec setsid "$SERVER" "${args[@]}"
+        fi
+        exec "$SERVER" "${args[@]}"
+    ) &
     local launched=$!
 
     local deadline=$((SECONDS + start_timeout))
