@@ -80,3 +80,41 @@ enum Fixtures {
         return RunUpdate(run: n, expectedVersion: r.version, cancelPendingTimeouts: true)
     }
 }
+
+// MARK: - Helpers for tests that look at the rows themselves
+
+extension TestDatabase {
+    /// The server-level configuration (no database): for admin work such as `KILL`.
+    static func serverConfiguration() throws -> MariaDBConfiguration { try base.get() }
+
+    /// A one-connection pool on the server, without a database, for admin statements.
+    static func adminPool() throws -> MariaDBPool {
+        MariaDBPool(
+            configuration: try base.get(), pool: PoolConfiguration(maxOpen: 1, maxIdle: 1, maxLifetimeSeconds: 600),
+            logger: logger)
+    }
+
+    /// The first column of the first row as an integer.
+    static func scalar(_ pool: MariaDBPool, _ sql: String, _ params: [SQLValue] = []) async throws -> Int64 {
+        try await pool.withConnection { c in try c.query(sql, params)[0].int(0) }
+    }
+
+    /// Every row as text (text protocol; NULL as nil), for statements with no input.
+    static func text(_ pool: MariaDBPool, _ sql: String) async throws -> [[String?]] {
+        try await pool.withConnection { c in try c.queryText(sql) }
+    }
+}
+
+/// A thread-safe box for counters and logs shared by concurrent tasks and pool threads.
+// @unchecked Sendable: `stored` is read and written only while `lock` is held.
+final class Locked<Value>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: Value
+    init(_ value: Value) { stored = value }
+    func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body(&stored)
+    }
+    var value: Value { withLock { $0 } }
+}
