@@ -59,7 +59,8 @@ public final class MariaDBPool: Sendable {
         shared.condition.lock()
         defer { shared.condition.unlock() }
         return Statistics(
-            threads: shared.workers, idle: shared.idle, queued: shared.queue.count, openConnections: shared.openConnections)
+            threads: shared.workers, idle: shared.idle, queued: shared.queue.count - shared.queueHead,
+            openConnections: shared.openConnections)
     }
 
     // MARK: - Running work
@@ -182,7 +183,8 @@ public final class MariaDBPool: Sendable {
         }
         shared.queue.append(job)
         // Spawn when there are more queued jobs than idle threads to take them.
-        let spawn = shared.queue.count > shared.idle && shared.workers < poolConfiguration.maxOpen
+        // (Jobs before `queueHead` were already taken.)
+        let spawn = shared.queue.count - shared.queueHead > shared.idle && shared.workers < poolConfiguration.maxOpen
         if spawn { shared.workers += 1 }
         c.signal()
         c.unlock()
@@ -268,7 +270,24 @@ public final class MariaDBPool: Sendable {
             }
         }
 
+        /// Names the OS thread "workflowd-db" (what `top -H`, debuggers and tests see). On Linux,
+        /// swift-corelibs-foundation applies `Thread.name` to the OS thread only if the new
+        /// thread happens to start after `start()` returned, so most pool threads kept their
+        /// creator's name (the cooperative pool's "oot.default-qos"); writing the kernel's
+        /// `comm` from the thread itself always works.
+        static func nameCurrentThread() {
+            #if os(Linux)
+            let fd = open("/proc/thread-self/comm", O_WRONLY)
+            if fd >= 0 {
+                _ = "workflowd-db".withCString { write(fd, $0, strlen($0)) }
+                close(fd)
+            }
+            #endif
+            Thread.current.name = "workflowd-db"
+        }
+
         func loop() {
+            Self.nameCurrentThread()
             let shared = pool.shared
             let c = shared.condition
             let maxIdle = pool.poolConfiguration.maxIdle
@@ -292,7 +311,10 @@ public final class MariaDBPool: Sendable {
                 if shared.idle > maxIdle {
                     let signalled = c.wait(until: Date(timeIntervalSinceNow: linger))
                     shared.idle -= 1
-                    if !signalled && shared.queueHead >= shared.queue.count { break }
+                    // Leave only while at least maxIdle others stay idle: a waiter woken by
+                    // another thread's exit broadcast comes back here too, and without this
+                    // check every idle thread could time out and the pool shrank to zero.
+                    if !signalled && shared.queueHead >= shared.queue.count && shared.idle >= maxIdle { break }
                 } else {
                     c.wait()
                     shared.idle -= 1
