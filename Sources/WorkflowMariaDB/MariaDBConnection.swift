@@ -78,6 +78,16 @@ public final class MariaDBConnection {
             if e.kind != .configuration { e.kind = .unavailable }
             throw e
         }
+        // Connector/C 3.3 enforces TLS only together with certificate verification: with
+        // `tls=skip-verify` and a server without TLS it silently connects in plain text. A
+        // required TLS that did not happen is an error, before any query is sent.
+        if configuration.tls == .verify || configuration.tls == .skipVerify, mysql_get_ssl_cipher(m) == nil {
+            mysql_close(m)
+            mysql = nil
+            throw MariaDBError(
+                kind: .unavailable, errno: 2026, sqlState: "HY000",
+                message: "TLS/SSL error: tls=\(configuration.tls.rawValue) requires TLS, but the server does not support it")
+        }
     }
 
     deinit { close() }
