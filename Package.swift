@@ -80,5 +80,13 @@ let package = Package(
         .testTarget(
             name: "WorkflowServerTests", dependencies: ["WorkflowServer", "WorkflowWire"],
             swiftSettings: swift6),
+        // End-to-end: real `workflowd` processes on a real MariaDB, over the real socket.
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: [
+                "workflowd", "WorkflowMariaDB", "WorkflowEngine", "WorkflowWire", "OrderWorkflow",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swift6),
     ]
 )

@@ -24,6 +24,9 @@ struct ServerOptions: ParsableArguments {
     @Option(name: .customLong("partitions"), help: "Partitions per step consumer (env WORKFLOWD_PARTITIONS, default 4).")
     var partitions: Int?
 
+    @Option(name: .customLong("lease-ttl-ms"), help: "Lease lifetime in ms; holders renew at a fifth of it (env WORKFLOWD_LEASE_TTL_MS, default 10000).")
+    var leaseTTL: Int?
+
     @Flag(name: .customLong("no-migrate"), help: "Do not apply the schema at start-up (for a user without CREATE rights; run `workflowd migrate` as an admin).")
     var noMigrate = false
 
@@ -45,6 +48,9 @@ struct ServerOptions: ParsableArguments {
     func engineConfiguration(env: [String: String]) throws -> WorkflowEngine.Configuration {
         var c = WorkflowEngine.Configuration()
         c.partitionCount = try Settings.int(partitions, env, "WORKFLOWD_PARTITIONS", "--partitions", 4, 1...256)
+        let ttl = try Settings.int(leaseTTL, env, "WORKFLOWD_LEASE_TTL_MS", "--lease-ttl-ms", 10_000, 500...600_000)
+        c.leaseTTLMilliseconds = Int64(ttl)
+        c.leaseRenewMilliseconds = max(100, ttl / 5)
         return c
     }
 }

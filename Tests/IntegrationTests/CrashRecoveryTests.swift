@@ -1,0 +1,66 @@
+import Foundation
+import Testing
+import WorkflowWire
+
+/// Guarantees 2, 4, 6 and 7 against real processes: acknowledged submits are durable, a server
+/// killed with SIGKILL mid-load is restarted and every run finishes exactly once, the log stays
+/// gap-free and the outbox drains.
+@Suite("Crash recovery", .timeLimit(.minutes(5)))
+struct CrashRecoveryTests {
+    static let orders = Int(ProcessInfo.processInfo.environment["WORKFLOWD_CRASH_ORDERS"] ?? "") ?? 1000
+
+    @Test func sigkillInTheMiddleThenRestart() async throws {
+        let db = try await IntegrationDatabase.create()
+        let env = ["WORKFLOWD_LEASE_TTL_MS": "2000"]
+        let first = try await ServerProcess.start(database: db, env: env)
+        let c = try first.client()
+        // Pipeline every submit, then read every reply: each acknowledged one must survive.
+        for i in 0..<Self.orders {
+            try c.send(#"{"op":"submit","id":\#(i),"order":\#(orderJSON("crash-\(i)"))}"#)
+        }
+        var acknowledged = 0
+        for _ in 0..<Self.orders {
+            guard let line = try c.readLine(timeout: 60) else { break }
+            if try JSONParser.parse(line)["ok"] == .bool(true) { acknowledged += 1 }
+        }
+        #expect(acknowledged == Self.orders)
+        // Kill once the engine is well into the work but not done.
+        try await db.waitFor(
+            "SELECT LEAST(COUNT(*), \(Self.orders)) FROM workflow_events WHERE status >= 2", equals: Self.orders, timeout: 120)
+        let doneAtKill = try await db.int("SELECT COUNT(*) FROM workflow_records WHERE run_state = 5")
+        first.kill()
+        #expect(doneAtKill < Self.orders, "the kill came too late to test anything")
+
+        // Restart on the same socket path: the stale socket file is replaced.
+        let second = try ServerProcess(database: db, env: env, socketPath: first.socketPath)
+        try await second.waitReady()
+        try await db.waitFor(
+            "SELECT COUNT(*) FROM workflow_records WHERE run_state = 5", equals: Self.orders, timeout: 180)
+        try await db.waitFor("SELECT COUNT(*) FROM workflow_outbox", equals: 0)
+
+        // Every acknowledged order exists and completed.
+        #expect(try await db.int("SELECT COUNT(*) FROM workflow_records WHERE status = 5") == Self.orders)
+        // Exactly once: each run's events carry versions 1…N once each, N = the record's version.
+        let bad = try await db.query(
+            """
+            SELECT r.run_id FROM workflow_records r JOIN
+              (SELECT run_id, COUNT(*) n, COUNT(DISTINCT version) d, MIN(version) lo, MAX(version) hi
+               FROM workflow_events GROUP BY run_id) e ON e.run_id = r.run_id
+            WHERE e.n <> e.d OR e.lo <> 1 OR e.hi <> r.version OR e.n <> r.version
+            """)
+        #expect(bad.isEmpty, "runs with missing or repeated versions: \(bad.prefix(5))")
+        #expect(try await db.int("SELECT COUNT(DISTINCT run_id) FROM workflow_events") == Self.orders)
+        // Per-run order: versions increase with seq.
+        let disorder = try await db.int(
+            """
+            SELECT COUNT(*) FROM workflow_events a JOIN workflow_events b
+              ON a.run_id = b.run_id AND a.seq < b.seq AND a.version > b.version
+            """)
+        #expect(disorder == 0)
+        // Gap-free log.
+        let log = try await db.query("SELECT COUNT(*), MIN(seq), MAX(seq) FROM workflow_events")
+        #expect(log[0][0] == log[0][2] && log[0][1] == "1", "\(log)")
+        #expect(try await second.terminate() == 0)
+        await db.drop()
+    }
+}

@@ -1,0 +1,79 @@
+import Foundation
+import WorkflowWire
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A minimal blocking newline-JSON client over a Unix socket, for tests.
+final class LineClient {
+    let fd: Int32
+    private var buffer: [UInt8] = []
+
+    init(path: String) throws {
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw TestError("socket() failed") }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { throw TestError("socket path too long") }
+        withUnsafeMutableBytes(of: &addr.sun_path) { p in
+            for (i, b) in bytes.enumerated() { p[i] = b }
+            p[bytes.count] = 0
+        }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        if rc != 0 {
+            close(fd)
+            throw TestError("connect(\(path)) failed: errno \(errno)")
+        }
+    }
+
+    deinit { close(fd) }
+
+    func send(_ line: String) throws {
+        let data = Array((line + "\n").utf8)
+        var off = 0
+        while off < data.count {
+            let n = data[off...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            guard n > 0 else { throw TestError("write failed: errno \(errno)") }
+            off += n
+        }
+    }
+
+    /// The next line, or nil at end of stream; throws after `timeout` seconds without one.
+    func readLine(timeout: Double = 30) throws -> String? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            if let nl = buffer.firstIndex(of: 10) {
+                let line = String(decoding: buffer[..<nl], as: UTF8.self)
+                buffer.removeSubrange(...nl)
+                return line
+            }
+            let left = deadline.timeIntervalSinceNow
+            guard left > 0 else { throw TestError("no reply within \(timeout) s") }
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&pfd, 1, Int32(min(left, 1) * 1000))
+            if ready <= 0 { continue }
+            var chunk = [UInt8](repeating: 0, count: 65536)
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, 65536) }
+            if n <= 0 { return nil }
+            buffer += chunk[..<n]
+        }
+    }
+
+    /// Sends one request and returns its reply parsed.
+    func call(_ line: String, timeout: Double = 30) throws -> JSON {
+        try send(line)
+        guard let reply = try readLine(timeout: timeout) else { throw TestError("connection closed") }
+        return try JSONParser.parse(reply)
+    }
+
+    func shutdownWrite() { shutdown(fd, Int32(SHUT_WR)) }
+}
+
+struct TestError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}

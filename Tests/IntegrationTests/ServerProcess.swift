@@ -1,0 +1,191 @@
+import Foundation
+import Logging
+import WorkflowEngine
+import WorkflowMariaDB
+import WorkflowWire
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A fresh database on the test MariaDB (`WORKFLOWD_TEST_DSN`, or a private server started once
+/// in /tmp/workflowd-tests-<uid>), dropped by `drop()`.
+struct IntegrationDatabase: Sendable {
+    static let base: Result<MariaDBConfiguration, any Error> = {
+        do {
+            if let dsn = ProcessInfo.processInfo.environment["WORKFLOWD_TEST_DSN"], !dsn.isEmpty {
+                return .success(try MariaDBConfiguration(dsn: dsn))
+            }
+            let server = PrivateMariaDB(directory: "/tmp/workflowd-tests-\(getuid())")
+            _ = try server.start()
+            return .success(try MariaDBConfiguration(dsn: server.dsn))
+        } catch {
+            return .failure(error)
+        }
+    }()
+
+    static let logger: Logger = {
+        var l = Logger(label: "integration")
+        l.logLevel = .warning
+        return l
+    }()
+
+    let configuration: MariaDBConfiguration
+
+    /// The DSN of this database in the Go form workflowd accepts.
+    var dsn: String {
+        guard case .unix(let path) = configuration.endpoint else {
+            if case .tcp(let host, let port) = configuration.endpoint {
+                let auth = configuration.password.map { "\(configuration.user):\($0)" } ?? configuration.user
+                return "\(auth)@tcp(\(host):\(port))/\(configuration.database)"
+            }
+            return ""
+        }
+        let auth = configuration.password.map { "\(configuration.user):\($0)" } ?? configuration.user
+        return "\(auth)@unix(\(path))/\(configuration.database)"
+    }
+
+    static func create() async throws -> IntegrationDatabase {
+        var config = try base.get()
+        let name = "wfit_\(UInt64.random(in: 0...UInt64.max) % 1_000_000_000_000)"
+        let admin = MariaDBPool(configuration: config, pool: PoolConfiguration(maxOpen: 1, maxIdle: 0, maxLifetimeSeconds: 60), logger: logger)
+        defer { admin.shutdown() }
+        try await admin.withConnection { try $0.executeText("CREATE DATABASE \(name)") }
+        config.database = name
+        let pool = MariaDBPool(configuration: config, pool: PoolConfiguration(maxOpen: 1, maxIdle: 0, maxLifetimeSeconds: 60), logger: logger)
+        defer { pool.shutdown() }
+        try await SchemaMigrator(pool: pool, logger: logger).migrate()
+        return IntegrationDatabase(configuration: config)
+    }
+
+    /// Runs text SQL (no input) and returns rows as strings.
+    func query(_ sql: String) async throws -> [[String?]] {
+        let pool = MariaDBPool(configuration: configuration, pool: PoolConfiguration(maxOpen: 1, maxIdle: 0, maxLifetimeSeconds: 60), logger: Self.logger)
+        defer { pool.shutdown() }
+        return try await pool.withConnection { try $0.queryText(sql) }
+    }
+
+    func drop() async {
+        var config = configuration
+        let name = config.database
+        config.database = ""
+        let admin = MariaDBPool(configuration: config, pool: PoolConfiguration(maxOpen: 1, maxIdle: 0, maxLifetimeSeconds: 60), logger: Self.logger)
+        defer { admin.shutdown() }
+        try? await admin.withConnection { try $0.executeText("DROP DATABASE IF EXISTS \(name)") }
+    }
+}
+
+/// A real `workflowd serve` process on a temporary socket.
+final class ServerProcess: @unchecked Sendable {  // used from one test task at a time
+    let process: Process
+    let socketPath: String
+    let logPath: String
+    let directory: String
+
+    /// The built `workflowd` next to this test bundle (or `WORKFLOWD_BIN`).
+    static var binary: String {
+        if let bin = ProcessInfo.processInfo.environment["WORKFLOWD_BIN"], !bin.isEmpty { return bin }
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("workflowd").path
+    }
+
+    /// Zero simulated latency and no random failures unless `env` says otherwise.
+    static let quietEnvironment = [
+        "WORKFLOWD_PAYMENT_LATENCY_MS": "0", "WORKFLOWD_FULFILLMENT_LATENCY_MS": "0",
+        "WORKFLOWD_PAYMENT_DECLINE_RATE": "0", "WORKFLOWD_FULFILLMENT_FAILURE_RATE": "0",
+        "WORKFLOWD_LOG_LEVEL": "warning",
+    ]
+
+    init(database: IntegrationDatabase, env: [String: String] = [:], arguments: [String] = [], socketPath: String? = nil) throws {
+        directory = NSTemporaryDirectory() + "wfit-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        self.socketPath = socketPath ?? directory + "/s.sock"
+        logPath = directory + "/server.log"
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.arguments = ["serve", "--dsn", database.dsn, "--socket", self.socketPath, "--data-dir", directory] + arguments
+        var environment = ProcessInfo.processInfo.environment
+        environment.removeValue(forKey: "WORKFLOWD_DSN")
+        environment.removeValue(forKey: "WORKFLOWD_SOCKET")
+        for (k, v) in Self.quietEnvironment { environment[k] = v }
+        for (k, v) in env { environment[k] = v }
+        process.environment = environment
+        let log = FileHandle(forWritingAtPath: logPath)!
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+    }
+
+    /// Waits until the socket answers `ping`.
+    func waitReady(timeout: Double = 60) async throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            guard process.isRunning else { throw TestError("workflowd exited early:\n\(log)") }
+            if let c = try? LineClient(path: socketPath), let r = try? c.call(#"{"op":"ping"}"#, timeout: 5), r["ok"] == .bool(true) {
+                return
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw TestError("workflowd did not become ready:\n\(log)")
+    }
+
+    static func start(database: IntegrationDatabase, env: [String: String] = [:], arguments: [String] = []) async throws -> ServerProcess {
+        let s = try ServerProcess(database: database, env: env, arguments: arguments)
+        do {
+            try await s.waitReady()
+        } catch {
+            s.kill()
+            throw error
+        }
+        return s
+    }
+
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    func client() throws -> LineClient { try LineClient(path: socketPath) }
+
+    /// SIGKILL, no goodbye.
+    func kill() {
+        if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    @discardableResult
+    func terminate(timeout: Double = 60) async throws -> Int32 {
+        if process.isRunning { Glibc.kill(process.processIdentifier, SIGTERM) }
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning {
+            guard Date() < deadline else {
+                kill()
+                throw TestError("workflowd did not stop within \(timeout) s after SIGTERM:\n\(log)")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return process.terminationStatus
+    }
+}
+
+extension IntegrationDatabase {
+    /// Polls `sql` (one integer) until it equals `value`.
+    func waitFor(_ sql: String, equals value: Int, timeout: Double = 60) async throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        var last = -1
+        while Date() < deadline {
+            last = Int(try await query(sql).first?.first??.description ?? "") ?? -1
+            if last == value { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw TestError("\(sql) stayed at \(last), expected \(value)")
+    }
+
+    func int(_ sql: String) async throws -> Int {
+        Int(try await query(sql).first?.first??.description ?? "") ?? -1
+    }
+}
+
+/// An order as a client sends it.
+func orderJSON(_ id: String, name: String = "Ann Example", email: String = "ann@example.com") -> String {
+    #"{"id":"\#(id)","customer_name":"\#(name)","email":"\#(email)","items":[{"product_id":"p1","name":"Laptop","quantity":1,"price":1299.99},{"product_id":"p2","name":"Mouse","quantity":2,"price":29.99}],"total":1359.97}"#
+}
