@@ -8,7 +8,7 @@ import Glibc
 #endif
 
 /// The pool: dedicated threads, bounds, idle shrinking, lifetime, reconnects, retries, errors.
-@Suite("MariaDB pool", .timeLimit(.minutes(2)))
+@Suite("MariaDB pool", .serialized, .timeLimit(.minutes(2)))
 struct PoolTests {
     /// The calling thread as seen from synchronous code.
     static func currentThread() -> (id: pthread_t, name: String) {
