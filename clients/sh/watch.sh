@@ -4,8 +4,9 @@
 #
 # Subscribes and prints each matching event as one JSON line, in seq order, until interrupted
 # (Ctrl-C ends it with exit 0) or N events have been printed. To resume after an interruption,
-# pass the last printed "seq" as --from: events with a greater seq follow. Exit 1 if the server
-# refuses the subscription or closes the connection.
+# pass the last printed "seq" as --from: events with a greater seq follow. Once subscribed it
+# says so on stderr ("subscribed; head is seq N"; WF_QUIET=1 leaves that out). Exit 1 if the
+# server refuses the subscription or closes the connection.
 WF_USAGE='watch.sh [--from now|earliest|SEQ] [--workflow W] [--foreign-id ID] [--run-id ID] [--status S]... [--run-state S]... [--count N]'
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -65,6 +66,8 @@ if ! IFS= read -r reply <&"$conn_in"; then
     finish 3
 fi
 wf_check "$reply" || finish 1
+head=$(printf '%s' "$reply" | sed -n 's/.*"head":\([0-9]*\).*/\1/p')
+[ "${WF_QUIET:-0}" = 1 ] || printf '%s: subscribed; head is seq %s\n' "$WF_PROG" "$head" >&2
 
 printed=0
 while IFS= read -r line <&"$conn_in"; do
