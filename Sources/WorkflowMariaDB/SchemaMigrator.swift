@@ -42,11 +42,13 @@ public struct SchemaMigrator: Sendable {
         let statements = Self.statements
         let target = Self.currentVersion
         let found = try await pool.withConnection { c -> Int in
-            let lock = try c.query("SELECT GET_LOCK('workflowd_schema', 30)")
+            // Named after the database: instances migrating other databases on the same server
+            // do not wait for each other.
+            let lock = try c.query("SELECT GET_LOCK(CONCAT('workflowd_schema.', DATABASE()), 30)")
             guard try lock.first?.optionalInt(0) == 1 else {
                 throw MariaDBError(kind: .unavailable, message: "timed out waiting for the schema lock")
             }
-            defer { _ = try? c.query("SELECT RELEASE_LOCK('workflowd_schema')") }
+            defer { _ = try? c.query("SELECT RELEASE_LOCK(CONCAT('workflowd_schema.', DATABASE()))") }
             let before = try Self.version(c)
             if before > target {
                 throw MariaDBError(

@@ -19,7 +19,7 @@ struct TwoInstancesTests {
             for i in 0..<perServer { try c.send(#"{"op":"submit","order":\#(orderJSON("two-\(k)-\(i)"))}"#) }
             for _ in 0..<perServer {
                 let line = try c.readLine(timeout: 60)
-                #expect(try line.map { try JSONParser.parse($0)["ok"] } == .bool(true))
+                #expect(try line.map { try JSONParser.parse($0)["ok"] } == .bool(true), "\(line ?? "closed")")
             }
         }
         try await db.waitFor("SELECT COUNT(*) FROM workflow_records WHERE status = 5", equals: 2 * perServer, timeout: 180)
@@ -58,6 +58,7 @@ struct TwoInstancesTests {
         for _ in 0..<100 { _ = try c.readLine(timeout: 60) }
         try await db.waitFor(
             "SELECT COUNT(*) FROM workflow_records WHERE status = 5", equals: 2 * perServer + 100, timeout: 120)
+        try await db.waitFor("SELECT COUNT(*) FROM workflow_outbox", equals: 0)
         #expect(try await db.int("SELECT COUNT(DISTINCT run_id, version) FROM workflow_events") == (2 * perServer + 100) * 5)
         #expect(try await db.int("SELECT COUNT(*) FROM workflow_events") == (2 * perServer + 100) * 5)
         #expect(try await survivor.terminate() == 0)
