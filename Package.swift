@@ -69,6 +69,16 @@ let package = Package(
             ],
             swiftSettings: swift6),
 
+        // Benchmark: end-to-end vs the database's own ceiling (docs/benchmarks.md). Build -c release.
+        .executableTarget(
+            name: "workflowd-bench",
+            dependencies: [
+                "WorkflowMariaDB", "WorkflowEngine", "WorkflowWire",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swift6),
+
         .testTarget(name: "WorkflowWireTests", dependencies: ["WorkflowWire"], swiftSettings: swift6),
         .testTarget(name: "WorkflowEngineTests", dependencies: ["WorkflowEngine"], swiftSettings: swift6),
         .testTarget(
