@@ -294,3 +294,64 @@ struct PoolTests {
         }
     }
 }
+
+/// A private server that is stopped and started again under a live pool.
+@Suite("MariaDB pool across a server restart", .timeLimit(.minutes(2)))
+struct PoolRestartTests {
+    /// Runs blocking work (starting or stopping mariadbd) on a thread of its own, never on the
+    /// cooperative pool.
+    static func blocking<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread {
+                do { continuation.resume(returning: try work()) } catch { continuation.resume(throwing: error) }
+            }.start()
+        }
+    }
+
+    @Test func thePoolReconnectsAfterTheServerRestartsAndNothingIsLost() async throws {
+        let folder = "/tmp/wf-poolrestart-\(getpid())"
+        var serverConfig = PrivateMariaDB.Configuration()
+        serverConfig.maxConnections = 40
+        serverConfig.innoDBBufferPoolSize = "32M"
+        let server = PrivateMariaDB(directory: folder, configuration: serverConfig)
+        defer {
+            try? server.stop()
+            try? FileManager.default.removeItem(atPath: folder)
+        }
+        try await Self.blocking { try server.start() }
+        var config = try MariaDBConfiguration(dsn: server.dsn)
+        let admin = MariaDBPool(configuration: config, pool: PoolConfiguration(maxOpen: 1, maxIdle: 1, maxLifetimeSeconds: 60), logger: TestDatabase.logger)
+        try await admin.withConnection { c in try c.executeText("CREATE DATABASE IF NOT EXISTS restart_test") }
+        admin.shutdown()
+        config.database = "restart_test"
+        var poolConfig = PoolConfiguration(maxOpen: 2, maxIdle: 2, maxLifetimeSeconds: 300)
+        poolConfig.connectAttempts = 1
+        let pool = MariaDBPool(configuration: config, pool: poolConfig, logger: TestDatabase.logger)
+        defer { pool.shutdown() }
+        try await SchemaMigrator(pool: pool, logger: TestDatabase.logger).migrate()
+        let store = MariaDBWorkflowStore(pool: pool, logger: TestDatabase.logger)
+        let r = Fixtures.run(foreignID: "order-restart")
+        #expect(try await store.create(NewRun(run: r)) == .created(r))
+
+        try await Self.blocking { try server.stop() }
+        // Server gone: a clear, retryable error; nothing hangs.
+        let down = await #expect(throws: MariaDBError.self) {
+            try await pool.withConnection { c in try c.query("SELECT 1") }
+        }
+        #expect(down?.kind == .unavailable || down?.kind == .connectionLost, "\(String(describing: down))")
+        let storeDown = await #expect(throws: WorkflowError.self) {
+            try await store.update([Fixtures.next(r, status: 2)])
+        }
+        #expect(storeDown?.code == .unavailable)
+        #expect(storeDown?.retryable == true)
+
+        try await Self.blocking { try server.start() }
+        // Back: the same pool works again, on a new connection, and the data is all there.
+        #expect(try await TestDatabase.scalar(pool, "SELECT 1 + 1") == 2)
+        #expect(try await store.lookup(runID: r.runID) == r)
+        let u = Fixtures.next(r, status: 2)
+        #expect(try await store.update([u]) == [.applied])
+        #expect(try await store.lookup(runID: r.runID) == u.run)
+        #expect(try await store.outboxBatch(limit: 10).map(\.data.version) == [1, 2], "the refused update wrote nothing")
+    }
+}
