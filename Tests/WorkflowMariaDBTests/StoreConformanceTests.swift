@@ -106,6 +106,34 @@ struct StoreConformanceTests {
         }
     }
 
+    @Test func oneBadUpdateInABatchDoesNotFailTheOthers() async throws {
+        try await TestDatabase.with { store, pool async throws in
+            var runs: [Run] = []
+            for i in 0..<4 {
+                let r = Fixtures.run(foreignID: "order-\(i)")
+                _ = try await store.create(NewRun(run: r))
+                runs.append(r)
+            }
+            // Run 1's update cannot be stored (its reason is longer than a TEXT column holds).
+            var bad = Fixtures.next(runs[1], status: 6, state: .completed)
+            bad.run.reason = String(repeating: "x", count: 70_000)
+            let updates = [Fixtures.next(runs[0], status: 2), bad, Fixtures.next(runs[2], status: 2), Fixtures.next(runs[3], status: 2)]
+            do {
+                let outcomes = try await store.update(updates)
+                #expect(outcomes == [.applied, .conflict, .applied, .applied])
+            } catch {
+                // The store reports the bad run's error; the others must be applied regardless.
+                print("batch with one bad update threw: \(error)")
+            }
+            for i in [0, 2, 3] { #expect(try await store.lookup(runID: runs[i].runID) == updates[i].run, "run \(i)") }
+            #expect(try await store.lookup(runID: runs[1].runID) == runs[1], "the bad run is unchanged")
+            let outbox = try await pool.withConnection { c in
+                try c.query("SELECT run_id, version FROM workflow_outbox ORDER BY id").map { "\(try $0.string(0))#\(try $0.int(1))" }
+            }
+            #expect(outbox == runs.map { "\($0.runID)#1" } + [0, 2, 3].map { "\(runs[$0].runID)#2" })
+        }
+    }
+
     // MARK: - Outbox
 
     @Test func everyStoreOperationWritesItsOutboxRowWhichIsDeletable() async throws {
@@ -165,6 +193,61 @@ struct StoreConformanceTests {
             #expect(try await store.deleteOutbox(ids: [first[1].id, first[3].id]) == 2)
             let rest = try await store.outboxBatch(limit: 100)
             #expect(rest.map(\.data.runID) == [0, 2, 4, 5, 6].map { runs[$0].runID })
+        }
+    }
+
+    // MARK: - Event log reads
+
+    @Test func eventsAfterASeqWithFiltersHistoryAndHead() async throws {
+        try await TestDatabase.with { store, _ async throws in
+            #expect(try await store.head() == 0)
+            var runs: [Run] = []
+            for i in 0..<12 {
+                let r = Fixtures.run(workflow: i < 10 ? "wf-e" : "wf-x", foreignID: "f-\(i)", at: Fixtures.t0.adding(milliseconds: Int64(i)))
+                _ = try await store.create(NewRun(run: r))
+                runs.append(r)
+            }
+            // Run 0 goes 1 → 2 → 3; runs 1…4 go to 2; run 5 completes.
+            let a2 = Fixtures.next(runs[0], status: 2)
+            #expect(try await store.update([a2]) == [.applied])
+            #expect(try await store.update([Fixtures.next(a2.run, status: 3)]) == [.applied])
+            #expect(try await store.update((1...4).map { Fixtures.next(runs[$0], status: 2) }) == Array(repeating: .applied, count: 4))
+            #expect(try await store.update([Fixtures.next(runs[5], status: 5, state: .completed)]) == [.applied])
+            let all = try await store.relay(limit: 1000)
+            #expect(all.count == 19, "12 creates, 2 + 4 + 1 updates")
+            #expect(try await store.head() == Int64(all.count))
+
+            func read(_ after: Int64, _ filter: EventFilter, limit: Int = 1000) async throws -> [WorkflowEvent] {
+                try await store.events(after: after, filter: filter, limit: limit)
+            }
+            #expect(try await read(0, EventFilter()) == all)
+            #expect(try await read(7, EventFilter()) == all.filter { $0.seq > 7 })
+            #expect(try await read(0, EventFilter(), limit: 3) == Array(all.prefix(3)))
+            #expect(try await read(Int64(all.count), EventFilter()).isEmpty)
+            #expect(try await read(0, EventFilter(workflow: "wf-x")) == all.filter { $0.workflow == "wf-x" })
+            let status2 = try await read(0, EventFilter(workflow: "wf-e", statuses: [2]))
+            #expect(status2 == all.filter { $0.workflow == "wf-e" && $0.status == 2 })
+            #expect(status2.count == 5)
+            #expect(try await read(0, EventFilter(statuses: [2, 3])) == all.filter { [2, 3].contains($0.status) })
+            #expect(try await read(0, EventFilter(runStates: [.completed])) == all.filter { $0.runState == .completed })
+            #expect(try await read(0, EventFilter(foreignID: "f-0")) == all.filter { $0.foreignID == "f-0" })
+            #expect(try await read(0, EventFilter(runID: runs[0].runID)).map(\.version) == [1, 2, 3])
+            // Partitions: the SQL filter agrees with Partition.contains, and together they cover
+            // the log exactly once.
+            var covered: [WorkflowEvent] = []
+            for index in 0..<3 {
+                let p = Partition(index: index, count: 3)
+                let part = try await read(0, EventFilter(partition: p))
+                #expect(part.allSatisfy { p.contains(runID: $0.runID) }, "partition \(index)")
+                #expect(part == all.filter { p.contains(runID: $0.runID) }, "partition \(index)")
+                covered += part
+            }
+            #expect(covered.sorted { $0.seq < $1.seq } == all)
+            // History: one run's events in seq order.
+            let history = try await store.history(runID: runs[0].runID)
+            #expect(history == all.filter { $0.runID == runs[0].runID })
+            #expect(history.map(\.status) == [1, 2, 3])
+            #expect(try await store.history(runID: "no-such-run").isEmpty)
         }
     }
 
