@@ -266,6 +266,10 @@ struct StoreConformanceTests {
                 runs.append(Fixtures.run(workflow: workflow, foreignID: "order-\(i)", runID: runID, at: at))
             }
             try await Self.createAll(store, runs.shuffled())
+            // Looking up all 1000 at once (more than one IN-list chunk) finds each once.
+            let found = try await store.lookup(runIDs: runs.map(\.runID))
+            #expect(found.count == 1000)
+            #expect(Set(found.map(\.runID)) == Set(runs.map(\.runID)))
             for order in [SortOrder.ascending, .descending] {
                 let expected = Self.sorted(runs, order)
                 for size in [53, 100, 847, 50] {
