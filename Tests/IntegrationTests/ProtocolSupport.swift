@@ -1,0 +1,364 @@
+import Foundation
+import Logging
+import Testing
+import WorkflowMariaDB
+import WorkflowWire
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Helpers of the Protocol* end-to-end suites: exact-line assertions, raw bytes, threads,
+// RSS, socat, and a private MariaDB that a test may stop and start.
+
+/// One parent suite so the protocol suites run one after another: several of them load the
+/// machine on purpose (1,000 orders, 500 connections) and share 2 cores with everything else.
+@Suite("Protocol", .serialized, .timeLimit(.minutes(3)))
+struct ProtocolE2E {}
+
+/// The status and run-state names of the contract, with codes 1….
+let contractStatuses = [
+    "OrderCreated", "OrderValidated", "PaymentProcessed", "OrderFulfilled", "OrderCompleted", "OrderRejected",
+    "PaymentFailed", "FulfillmentFailed",
+]
+let terminalStatuses: Set = ["OrderCompleted", "OrderRejected", "PaymentFailed", "FulfillmentFailed"]
+let runFields: Set = [
+    "workflow", "foreign_id", "run_id", "run_state", "status", "status_code", "version", "object", "reason",
+    "created_at", "updated_at",
+]
+let eventFields: Set = ["seq", "workflow", "foreign_id", "run_id", "status", "status_code", "run_state", "version", "at", "reason"]
+
+/// Server environment with a slow payment step: a run stays in OrderValidated/Running for 5 s.
+let slowPaymentEnvironment = ["WORKFLOWD_PAYMENT_LATENCY_MS": "5000"]
+
+extension JSON {
+    /// Member names of an object, in order; [] for anything else.
+    var keys: [String] {
+        guard case .object(let members) = self else { return [] }
+        return members.map(\.key)
+    }
+    var keySet: Set<String> { Set(keys) }
+    var arrayValue: [JSON]? {
+        if case .array(let a) = self { return a }
+        return nil
+    }
+    var boolValue: Bool? {
+        if case .bool(let b) = self { return b }
+        return nil
+    }
+    var isNull: Bool { self == .null }
+}
+
+/// Parses a reply line; a line that is not JSON fails the test and yields `.null`.
+func parsed(_ line: String?, sourceLocation: SourceLocation = #_sourceLocation) -> JSON {
+    guard let line else {
+        Issue.record("expected a line, got end of stream", sourceLocation: sourceLocation)
+        return .null
+    }
+    do {
+        return try JSONParser.parse(line)
+    } catch {
+        Issue.record("not JSON: \(line)", sourceLocation: sourceLocation)
+        return .null
+    }
+}
+
+/// RFC 3339 UTC with milliseconds, as the contract writes times.
+func isContractTime(_ value: JSON?) -> Bool {
+    guard let s = value?.stringValue else { return false }
+    return s.wholeMatch(of: /\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z/) != nil
+}
+
+/// Checks an error reply: exactly `id?, ok:false, error:{code, message, retryable (, run)}`.
+@discardableResult
+func expectError(
+    _ reply: JSON, code: String, retryable: Bool, id: JSON? = nil, withRun: Bool = false,
+    messagePrefix: String? = nil, sourceLocation: SourceLocation = #_sourceLocation
+) -> JSON? {
+    #expect(reply.keys == (id == nil ? ["ok", "error"] : ["id", "ok", "error"]), "\(reply)", sourceLocation: sourceLocation)
+    #expect(reply["id"] == id, "\(reply)", sourceLocation: sourceLocation)
+    #expect(reply["ok"] == .bool(false), "\(reply)", sourceLocation: sourceLocation)
+    let error = reply["error"] ?? .null
+    #expect(error["code"] == .string(code), "\(reply)", sourceLocation: sourceLocation)
+    #expect(error["retryable"] == .bool(retryable), "\(reply)", sourceLocation: sourceLocation)
+    #expect(error["message"]?.stringValue?.isEmpty == false, "\(reply)", sourceLocation: sourceLocation)
+    let expectedKeys: Set = withRun ? ["code", "message", "retryable", "run"] : ["code", "message", "retryable"]
+    #expect(error.keySet == expectedKeys, "\(reply)", sourceLocation: sourceLocation)
+    if let messagePrefix {
+        #expect(error["message"]?.stringValue?.hasPrefix(messagePrefix) == true, "\(reply)", sourceLocation: sourceLocation)
+    }
+    if withRun { expectRun(error["run"]) }
+    return error["run"]
+}
+
+/// Checks a run object: exactly the contract's fields, names and times in form.
+func expectRun(_ run: JSON?, sourceLocation: SourceLocation = #_sourceLocation) {
+    guard let run else {
+        Issue.record("no run", sourceLocation: sourceLocation)
+        return
+    }
+    #expect(run.keySet == runFields, "\(run)", sourceLocation: sourceLocation)
+    #expect(run["workflow"] == .string("order-processor"), "\(run)", sourceLocation: sourceLocation)
+    if let status = run["status"]?.stringValue, let i = contractStatuses.firstIndex(of: status) {
+        #expect(run["status_code"]?.int64Value == Int64(i + 1), "\(run)", sourceLocation: sourceLocation)
+    } else {
+        Issue.record("status not a contract name: \(run)", sourceLocation: sourceLocation)
+    }
+    #expect(
+        ["Initiated", "Running", "Paused", "Cancelled", "Completed", "DataDeleted", "RequestedDataDeleted"].contains(
+            run["run_state"]?.stringValue ?? ""), "\(run)", sourceLocation: sourceLocation)
+    #expect((run["version"]?.int64Value ?? 0) >= 1, "\(run)", sourceLocation: sourceLocation)
+    #expect(isContractTime(run["created_at"]) && isContractTime(run["updated_at"]), "\(run)", sourceLocation: sourceLocation)
+    #expect(run["reason"] == .null || run["reason"]?.stringValue != nil, "\(run)", sourceLocation: sourceLocation)
+}
+
+/// Checks an event object: exactly the contract's fields.
+func expectEvent(_ event: JSON?, sourceLocation: SourceLocation = #_sourceLocation) {
+    guard let event else {
+        Issue.record("no event", sourceLocation: sourceLocation)
+        return
+    }
+    #expect(event.keySet == eventFields, "\(event)", sourceLocation: sourceLocation)
+    #expect((event["seq"]?.int64Value ?? 0) >= 1, "\(event)", sourceLocation: sourceLocation)
+    #expect(isContractTime(event["at"]), "\(event)", sourceLocation: sourceLocation)
+    if let status = event["status"]?.stringValue, let i = contractStatuses.firstIndex(of: status) {
+        #expect(event["status_code"]?.int64Value == Int64(i + 1), "\(event)", sourceLocation: sourceLocation)
+    } else {
+        Issue.record("status not a contract name: \(event)", sourceLocation: sourceLocation)
+    }
+}
+
+enum LineRead: Equatable {
+    case line(String)
+    case closed
+    case timedOut
+}
+
+extension LineClient {
+    /// Writes bytes exactly as given (no line end added).
+    func sendRaw(_ bytes: [UInt8]) throws {
+        var off = 0
+        while off < bytes.count {
+            let n = bytes[off...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            guard n > 0 else { throw TestError("write failed: errno \(errno)") }
+            off += n
+        }
+    }
+
+    /// The next line, `.closed` at end of stream, `.timedOut` after `timeout` seconds.
+    func next(timeout: Double) throws -> LineRead {
+        do {
+            guard let line = try readLine(timeout: timeout) else { return .closed }
+            return .line(line)
+        } catch let e as TestError where e.description.hasPrefix("no reply") {
+            return .timedOut
+        }
+    }
+
+    /// The next line parsed; fails on end of stream or timeout.
+    func readJSON(timeout: Double = 30) throws -> JSON {
+        guard let line = try readLine(timeout: timeout) else { throw TestError("connection closed") }
+        return try JSONParser.parse(line)
+    }
+
+    /// Sends one request and returns the raw reply line.
+    func callLine(_ line: String, timeout: Double = 30) throws -> String {
+        try send(line)
+        guard let reply = try readLine(timeout: timeout) else { throw TestError("connection closed") }
+        return reply
+    }
+
+    /// Every line until the server closes (fails after `timeout`).
+    func readUntilClosed(timeout: Double = 30) throws -> [String] {
+        var lines: [String] = []
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            let left = deadline.timeIntervalSinceNow
+            guard left > 0 else { throw TestError("connection still open after \(timeout) s; got \(lines.count) lines") }
+            switch try next(timeout: left) {
+            case .line(let l): lines.append(l)
+            case .closed: return lines
+            case .timedOut: throw TestError("connection still open after \(timeout) s; got \(lines.count) lines")
+            }
+        }
+    }
+
+    /// Shrinks the receive buffer so a reader that stops reading pushes back sooner.
+    func setReceiveBuffer(_ bytes: Int32) {
+        var v = bytes
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, socklen_t(MemoryLayout<Int32>.size))
+    }
+}
+
+/// A reference made sendable for hand-over to one other thread at a time.
+final class Unchecked<T>: @unchecked Sendable {
+    var value: T
+    init(_ value: T) { self.value = value }
+}
+
+/// Runs `body` on its own thread (blocking socket I/O must not tie up the cooperative pool)
+/// and returns its result.
+func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, any Error>) in
+        let t = Thread {
+            do { c.resume(returning: try body()) } catch { c.resume(throwing: error) }
+        }
+        t.stackSize = 1 << 20
+        t.start()
+    }
+}
+
+extension ServerProcess {
+    var pid: Int32 { process.processIdentifier }
+
+    /// VmRSS of the server process in KiB (nil once it is gone).
+    var rssKiB: Int? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            return Int(line.dropFirst(6).split(separator: " ").first ?? "")
+        }
+        return nil
+    }
+
+    /// Waits until `stats.connections` equals `count` (this probe's own connection included).
+    func waitForConnections(_ count: Int, timeout: Double = 20) async throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        var last: JSON = .null
+        while Date() < deadline {
+            let c = try client()
+            last = try c.call(#"{"op":"stats"}"#)
+            if last["connections"]?.int64Value == Int64(count) { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw TestError("connections stayed at \(last["connections"] ?? .null), expected \(count)")
+    }
+}
+
+/// A fresh database and a started server for `body`; afterwards the server gets SIGTERM (and
+/// must exit 0) and the database is dropped, also when `body` throws.
+func withServer<T>(
+    env: [String: String] = [:], arguments: [String] = [],
+    _ body: (ServerProcess, IntegrationDatabase) async throws -> T
+) async throws -> T {
+    signal(SIGPIPE, SIG_IGN)  // a write to a connection the server closed must not kill the tests
+    let db = try await IntegrationDatabase.create()
+    let server: ServerProcess
+    do {
+        server = try await ServerProcess.start(database: db, env: env, arguments: arguments)
+    } catch {
+        await db.drop()
+        throw error
+    }
+    let result: T
+    do {
+        result = try await body(server, db)
+    } catch {
+        server.kill()
+        await db.drop()
+        throw error
+    }
+    let status = try await server.terminate()
+    #expect(status == 0, "exit status \(status):\n\(server.log.suffix(3000))")
+    await db.drop()
+    return result
+}
+
+/// Submits an order and returns its run id.
+@discardableResult
+func submitOrder(_ c: LineClient, _ id: String, email: String = "ann@example.com") throws -> String {
+    let r = try c.call(#"{"op":"submit","order":\#(orderJSON(id, email: email))}"#)
+    guard r["ok"] == .bool(true), let runID = r["run_id"]?.stringValue else { throw TestError("submit \(id): \(r)") }
+    return runID
+}
+
+/// Awaits a terminal status of `foreignID` and returns the run.
+@discardableResult
+func awaitFinished(_ c: LineClient, _ foreignID: String, timeout: Int = 60_000) throws -> JSON {
+    let r = try c.call(#"{"op":"await","foreign_id":"\#(foreignID)","timeout_ms":\#(timeout)}"#, timeout: Double(timeout) / 1000 + 10)
+    guard r["ok"] == .bool(true), let run = r["run"] else { throw TestError("await \(foreignID): \(r)") }
+    return run
+}
+
+/// The repository root (Tests/IntegrationTests/<this file> → three levels up).
+let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().path
+
+/// Runs a program with stdin text and a deadline; returns (exit status, stdout, seconds taken),
+/// or a nil status when it had to be killed.
+func runProgram(_ path: String, _ arguments: [String], stdin: String?, deadline: Double) async throws -> (
+    status: Int32?, stdout: String, stderr: String, seconds: Double
+) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: path)
+    p.arguments = arguments
+    let out = Pipe()
+    let err = Pipe()
+    let input = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    p.standardInput = input
+    let started = Date()
+    try p.run()
+    if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+    try input.fileHandleForWriting.close()
+    let outBox = Unchecked(Data())
+    let errBox = Unchecked(Data())
+    let readers = DispatchGroup()
+    let outHandle = out.fileHandleForReading
+    let errHandle = err.fileHandleForReading
+    DispatchQueue.global().async(group: readers) { outBox.value = outHandle.readDataToEndOfFile() }
+    DispatchQueue.global().async(group: readers) { errBox.value = errHandle.readDataToEndOfFile() }
+    let end = started.addingTimeInterval(deadline)
+    while p.isRunning && Date() < end { try await Task.sleep(for: .milliseconds(10)) }
+    var killed = false
+    if p.isRunning {
+        killed = true
+        Glibc.kill(p.processIdentifier, SIGKILL)
+    }
+    p.waitUntilExit()
+    let seconds = Date().timeIntervalSince(started)
+    let status: Int32? = killed ? nil : p.terminationStatus
+    _ = readers.wait(timeout: .now() + 5)
+    return (status, String(decoding: outBox.value, as: UTF8.self), String(decoding: errBox.value, as: UTF8.self), seconds)
+}
+
+/// A MariaDB of this test alone (scripts/mariadb.sh in a short /tmp folder), so the test may
+/// stop and start it.
+struct ScriptedMariaDB {
+    let directory: String
+    var socket: String { directory + "/mysqld.sock" }
+    var script: String { repositoryRoot + "/scripts/mariadb.sh" }
+
+    init() {
+        directory = "/tmp/wfp\(UInt32.random(in: 0...UInt32.max) % 100_000)"
+    }
+
+    func start() async throws {
+        let r = try await runProgram("/bin/bash", [script, "start", directory], stdin: nil, deadline: 120)
+        guard r.status == 0, r.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == socket else {
+            throw TestError("mariadb.sh start \(directory): \(String(describing: r.status)) \(r.stdout) \(r.stderr)")
+        }
+    }
+
+    func stop() async throws {
+        let r = try await runProgram("/bin/bash", [script, "stop", directory], stdin: nil, deadline: 90)
+        guard r.status == 0 else { throw TestError("mariadb.sh stop \(directory): \(String(describing: r.status)) \(r.stderr)") }
+    }
+
+    /// A fresh database on this server, migrated.
+    func createDatabase() async throws -> IntegrationDatabase {
+        let user = getuid() == 0 ? "root" : (ProcessInfo.processInfo.environment["USER"] ?? "root")
+        var config = try MariaDBConfiguration(dsn: "\(user)@unix(\(socket))/")
+        let name = "wfpu"
+        let logger = IntegrationDatabase.logger
+        let admin = MariaDBPool(configuration: config, pool: PoolConfiguration(maxOpen: 1, maxIdle: 0, maxLifetimeSeconds: 60), logger: logger)
+        defer { admin.shutdown() }
+        try await admin.withConnection { try $0.executeText("CREATE DATABASE IF NOT EXISTS \(name)") }
+        config.database = name
+        return IntegrationDatabase(configuration: config)
+    }
+
+    func remove() {
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
