@@ -84,7 +84,8 @@ class Server:
         full_env.pop("WORKFLOWD_SOCKET", None)
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [self.bin, "serve", "--dsn", self.dsn, "--socket", self.socket, "--no-migrate"],
+            [self.bin, "serve", "--dsn", self.dsn, "--socket", self.socket, "--data-dir", self.dir,
+             "--no-migrate"],
             stdout=self.log, stderr=subprocess.STDOUT, env=full_env)
         wait_for(self._answers_ping, timeout=60, what="the server to answer ping")
 

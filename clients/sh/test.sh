@@ -74,7 +74,7 @@ expect_not() {
 "$bin" migrate --create-database --dsn "$dsn" >"$tmp/migrate.log" 2>&1 || { cat "$tmp/migrate.log" >&2; echo "migrate failed" >&2; exit 1; }
 WORKFLOWD_PAYMENT_LATENCY_MS=600000 WORKFLOWD_FULFILLMENT_LATENCY_MS=0 WORKFLOWD_PAYMENT_DECLINE_RATE=0 \
     WORKFLOWD_FULFILLMENT_FAILURE_RATE=0 \
-    "$bin" serve --dsn "$dsn" --socket "$WORKFLOWD_SOCKET" --no-migrate >"$tmp/server.log" 2>&1 &
+    "$bin" serve --dsn "$dsn" --socket "$WORKFLOWD_SOCKET" --data-dir "$tmp" --no-migrate >"$tmp/server.log" 2>&1 &
 server_pid=$!
 ready=0
 for _ in $(seq 1 300); do
