@@ -1,0 +1,208 @@
+import ArgumentParser
+import Foundation
+import WorkflowWire
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct WorkflowdBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "workflowd-bench",
+        abstract: "Measure workflowd end to end against MariaDB's own ceiling (see docs/benchmarks.md).")
+
+    @Option(help: "MariaDB DSN (no database needed; fresh databases are created and dropped). Default: WORKFLOWD_TEST_DSN, else a private MariaDB in /tmp/wfbench-<uid>.")
+    var dsn: String?
+
+    @Option(help: "The workflowd binary (default: the one next to this binary).")
+    var workflowd: String?
+
+    @Option(help: "Orders per zero-latency scenario and for the ceiling (default 4000; --quick 300).")
+    var orders: Int?
+
+    @Option(help: "Concurrent orders per scenario, comma separated; the largest is 'saturation'.")
+    var concurrency: String = "20,200"
+
+    @Option(help: "Most client connections (one thread each) for the order scenarios; with fewer connections than concurrent orders, each connection pipelines several submit/await pairs.")
+    var maxConnections: Int = 200
+
+    @Option(help: "The server's --pool-max-open; the ceiling uses min(concurrency, this) connections.")
+    var poolMaxOpen: Int = 25
+
+    @Option(help: "Seconds per ping measurement (default 5; --quick 1).")
+    var pingSeconds: Double?
+
+    @Option(help: "Subscribers in the fan-out scenario.")
+    var subscribers: Int = 100
+
+    @Option(help: "Orders submitted during fan-out (default 400; --quick 60), paced at --fanout-rate per second.")
+    var fanoutOrders: Int?
+
+    @Option(help: "Orders per second submitted during the fan-out measurement.")
+    var fanoutRate: Double = 100
+
+    @Option(help: "Write the results as JSON here.")
+    var json: String?
+
+    @Flag(help: "Short run for CI smoke (under a minute).")
+    var quick = false
+
+    @Option(help: "Simulated gateway latencies in ms, comma separated (0 = none; 50 = the seed's gateways).")
+    var gatewayLatencies: String = "0,50"
+
+    @Option(help: "Which measurements to run, comma separated: ping, orders, ceiling, fanout.")
+    var scenarios: String = "ping,orders,ceiling,fanout"
+
+    mutating func run() async throws {
+        let concurrencies = concurrency.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            .filter { $0 > 0 }
+        guard !concurrencies.isEmpty else { throw ValidationError("--concurrency needs at least one positive number") }
+        let orders = self.orders ?? (quick ? 300 : 4000)
+        let pingSeconds = self.pingSeconds ?? (quick ? 1 : 5)
+        let fanoutOrders = self.fanoutOrders ?? (quick ? 60 : 400)
+        let binary = workflowd ?? Self.defaultWorkflowd()
+        guard FileManager.default.isExecutableFile(atPath: binary) else {
+            throw ValidationError("no workflowd at \(binary); build it with `swift build -c release --scratch-path .build-bench --product workflowd` or pass --workflowd")
+        }
+        let runTag = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let load = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3)
+            .joined(separator: " ") ?? "?"
+        progress("workflowd: \(binary)")
+        progress("cores: \(ProcessInfo.processInfo.activeProcessorCount), load average before the run: \(load)")
+
+        let dbServer = try BenchDatabaseServer.open(dsn: dsn)
+        defer { dbServer.close() }
+        let report = Report(quick: quick, loadBefore: load, binary: binary)
+
+        let selected = Set(scenarios.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        // (a) ping
+        if selected.contains("ping") { try await withServer(dbServer, binary: binary, tag: "ping", gatewayMs: 0) { server, _ in
+            progress("ping: pipelined on 1 connection, 200 in flight, \(pingSeconds) s")
+            let (pipe, replies) = try pingPipelined(socket: server.socketPath, window: 200, seconds: pingSeconds)
+            progress(String(format: "  %.0f pings/s (%d replies)", pipe, replies))
+            progress("ping: request/reply on 16 connections, \(pingSeconds) s")
+            let (rr, samples) = try pingRequestReply(socket: server.socketPath, connections: 16, seconds: pingSeconds)
+            let p = Percentiles(samples)
+            progress(String(format: "  %.0f pings/s, round trip p50 %.0f µs p99 %.0f µs", rr, p.p50, p.p99))
+            report.ping = PingResult(
+                pipelinedPerSecond: pipe, pipelinedReplies: replies, requestReplyPerSecond: rr, requestReplyConnections: 16,
+                requestReplyP50us: p.p50, requestReplyP99us: p.p99)
+        } }
+
+        // (b) + (e) orders
+        let gatewayLatencies = self.gatewayLatencies.split(separator: ",").compactMap { Int($0) }
+        for gw in selected.contains("orders") ? gatewayLatencies : [] {
+            for c in concurrencies {
+                let n = gw == 0 ? orders : min(orders, max(c * 5, min(orders / 2, c * 15)))
+                let label = "orders gw=\(gw)ms c=\(c)"
+                try await withServer(dbServer, binary: binary, tag: "o\(gw)c\(c)", gatewayMs: gw) { server, db in
+                    let conns = min(c, maxConnections)
+                    let warm = min(max(c, 50), max(n / 10, c))
+                    progress("\(label): warm-up \(warm) orders")
+                    let w = try runOrders(
+                        socket: server.socketPath, prefix: "w\(runTag)", total: warm, concurrency: c, connections: conns)
+                    if w.errors > 0 { progress("  warm-up errors: \(w.errors) first: \(w.firstError ?? "")") }
+                    let before = ProcSample.read(pid: server.pid)
+                    let benchBefore = selfCPUSeconds()
+                    progress("\(label): \(n) orders, \(c) in flight on \(conns) connections")
+                    let r = try runOrders(
+                        socket: server.socketPath, prefix: "b\(runTag)", total: n, concurrency: c, connections: conns)
+                    let after = ProcSample.read(pid: server.pid)
+                    let benchCPU = selfCPUSeconds() - benchBefore
+                    let result = OrdersResult(
+                        label: label, concurrency: c, connections: conns, gatewayLatencyMs: gw, completed: r.completed,
+                        failed: r.failed, errors: r.errors, seconds: r.seconds,
+                        ordersPerSecond: Double(r.completed + r.failed) / r.seconds, latencyMs: Percentiles(r.latenciesMs),
+                        serverCPUSeconds: (after?.cpuSeconds ?? .nan) - (before?.cpuSeconds ?? .nan),
+                        serverPeakRSSMB: after?.hwmMB ?? .nan, serverRSSStartMB: before?.rssMB ?? .nan,
+                        benchCPUSeconds: benchCPU, firstError: r.firstError, serverDied: !server.process.isRunning)
+                    progress(
+                        String(
+                            format: "  %.0f orders/s, p50 %.1f ms, p99 %.1f ms, server CPU %.2f ms/order, peak RSS %.0f MB, errors %d",
+                            result.ordersPerSecond, result.latencyMs.p50, result.latencyMs.p99, result.cpuMsPerOrder,
+                            result.serverPeakRSSMB, result.errors))
+                    if let e = r.firstError { progress("  first error: \(e.prefix(300))") }
+                    let events = try await db.scalar("SELECT COUNT(*) FROM workflow_events")
+                    progress("  event log rows: \(events)")
+                    report.orders.append(result)
+                }
+            }
+        }
+
+        // (c) ceiling
+        let ceilingConnections = Array(Set(concurrencies.map { min($0, poolMaxOpen) })).sorted()
+        for conns in selected.contains("ceiling") ? ceilingConnections : [] {
+            let db = try await dbServer.createDatabase(tag: "ceil")
+            do {
+                progress("ceiling: \(orders) orders straight to MariaDB on \(conns) connections + 1 relay")
+                let warm = try await Ceiling.run(database: db, prefix: "w", orders: min(200, max(orders / 10, conns)), connections: conns)
+                _ = warm
+                let r = try await Ceiling.run(database: db, prefix: "m", orders: orders, connections: conns)
+                progress(
+                    String(
+                        format: "  %.0f orders/s (%.0f transactions/s, %d events in %d relay batches)", r.ordersPerSecond,
+                        r.transactionsPerSecond, r.events, r.relayBatches))
+                report.ceilings.append(r)
+            } catch {
+                await db.drop()
+                throw error
+            }
+            await db.drop()
+        }
+
+        // (d) fan-out
+        if selected.contains("fanout") { try await withServer(dbServer, binary: binary, tag: "fan", gatewayMs: 0) { server, _ in
+            progress("fan-out: \(subscribers) subscribers, \(fanoutOrders) orders at \(fanoutRate)/s")
+            let r = try runFanout(
+                socket: server.socketPath, prefix: "f\(runTag)", subscribers: subscribers, orders: fanoutOrders,
+                rate: fanoutRate, threads: 2)
+            progress(
+                String(
+                    format: "  at→delivery p50 %.1f ms p99 %.1f ms; fan-out spread p99 %.1f ms; frames %d, missing %d",
+                    r.atToDeliveryMs.p50, r.atToDeliveryMs.p99, r.spreadMs.p99, r.framesReceived, r.missing))
+            report.fanout = r
+            let s = ProcSample.read(pid: server.pid)
+            report.fanoutServerRSSMB = s?.hwmMB
+        } }
+
+        let loadAfter = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3)
+            .joined(separator: " ") ?? "?"
+        report.loadAfter = loadAfter
+        print(report.table())
+        if let json {
+            try report.json().write(toFile: json, atomically: true, encoding: .utf8)
+            progress("wrote \(json)")
+        }
+    }
+
+    /// A fresh database and a fresh `workflowd serve` for one scenario; both removed afterwards.
+    func withServer(
+        _ dbServer: BenchDatabaseServer, binary: String, tag: String, gatewayMs: Int,
+        _ body: (ServerChild, BenchDatabase) async throws -> Void
+    ) async throws {
+        let db = try await dbServer.createDatabase(tag: tag)
+        var server: ServerChild?
+        do {
+            let env = [
+                "WORKFLOWD_PAYMENT_LATENCY_MS": "\(gatewayMs)", "WORKFLOWD_FULFILLMENT_LATENCY_MS": "\(gatewayMs)",
+                "WORKFLOWD_PAYMENT_DECLINE_RATE": "0", "WORKFLOWD_FULFILLMENT_FAILURE_RATE": "0",
+            ]
+            server = try ServerChild(
+                binary: binary, database: db, env: env, extraArguments: ["--pool-max-open", "\(poolMaxOpen)"])
+            try server!.waitReady()
+            try await body(server!, db)
+        } catch {
+            server?.stop()
+            await db.drop()
+            throw error
+        }
+        server?.stop()
+        await db.drop()
+    }
+
+    static func defaultWorkflowd() -> String {
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("workflowd").path
+    }
+}

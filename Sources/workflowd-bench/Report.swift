@@ -1,0 +1,214 @@
+import Foundation
+import WorkflowWire
+
+/// Everything measured in one run; renders the table and the JSON.
+final class Report {
+    let quick: Bool
+    let loadBefore: String
+    var loadAfter = "?"
+    let binary: String
+    var ping: PingResult?
+    var orders: [OrdersResult] = []
+    var ceilings: [CeilingResult] = []
+    var fanout: FanoutResult?
+    var fanoutServerRSSMB: Double?
+
+    init(quick: Bool, loadBefore: String, binary: String) {
+        self.quick = quick
+        self.loadBefore = loadBefore
+        self.binary = binary
+    }
+
+    /// Zero latency, 20 concurrent (or the smallest concurrency if 20 was not run).
+    var fixed: OrdersResult? {
+        let zero = orders.filter { $0.gatewayLatencyMs == 0 }
+        return zero.first { $0.concurrency == 20 } ?? zero.min { $0.concurrency < $1.concurrency }
+    }
+
+    /// Zero latency, the largest concurrency.
+    var saturation: OrdersResult? {
+        orders.filter { $0.gatewayLatencyMs == 0 }.max { $0.concurrency < $1.concurrency }
+    }
+
+    func ceiling(for r: OrdersResult?, poolMaxOpen: Int = 25) -> CeilingResult? {
+        guard let r else { return nil }
+        return ceilings.first { $0.connections == min(r.concurrency, poolMaxOpen) }
+    }
+
+    var ratio: Double? {
+        guard let s = saturation, let c = ceiling(for: s) else { return nil }
+        return s.ordersPerSecond / c.ordersPerSecond
+    }
+
+    private func f(_ v: Double?, _ digits: Int = 1) -> String {
+        guard let v, v.isFinite else { return "-" }
+        return String(format: "%.\(digits)f", v)
+    }
+
+    private func pad(_ rows: [[String]]) -> String {
+        var widths = [Int](repeating: 0, count: rows.map(\.count).max() ?? 0)
+        for r in rows { for (i, c) in r.enumerated() { widths[i] = max(widths[i], c.count) } }
+        return rows.enumerated().map { (n, r) in
+            let line = r.enumerated().map { (i, c) in
+                i == 0 ? c.padding(toLength: widths[i], withPad: " ", startingAt: 0)
+                    : String(repeating: " ", count: widths[i] - c.count) + c
+            }.joined(separator: "  ")
+            return n == 0 ? line + "\n" + String(repeating: "-", count: line.count) : line
+        }.joined(separator: "\n")
+    }
+
+    func table() -> String {
+        var out = "\nworkflowd-bench\(quick ? " (quick)" : "") — \(ProcessInfo.processInfo.activeProcessorCount) cores, load average \(loadBefore) before, \(loadAfter) after\n\n"
+        var rows: [[String]] = [[
+            "orders scenario", "conc", "conns", "orders", "s", "orders/s", "p50 ms", "p90 ms", "p99 ms", "max ms",
+            "srv CPU ms/order", "srv peak RSS MB", "bench CPU ms/order", "errors",
+        ]]
+        for o in orders {
+            let n = Double(max(1, o.completed + o.failed))
+            rows.append([
+                o.gatewayLatencyMs == 0 ? "zero latency" : "gateways \(o.gatewayLatencyMs) ms", "\(o.concurrency)",
+                "\(o.connections)", "\(o.completed + o.failed)", f(o.seconds), f(o.ordersPerSecond, 0), f(o.latencyMs.p50),
+                f(o.latencyMs.p90), f(o.latencyMs.p99), f(o.latencyMs.max), f(o.cpuMsPerOrder, 2), f(o.serverPeakRSSMB, 0),
+                f(o.benchCPUSeconds * 1000 / n, 2), o.serverDied ? "\(o.errors + o.failed) SERVER DIED" : "\(o.errors + o.failed)",
+            ])
+        }
+        out += pad(rows) + "\n\n"
+        var crow: [[String]] = [["ceiling (MariaDB only)", "conns", "orders", "s", "orders/s", "txn/s", "relay batches"]]
+        for c in ceilings {
+            crow.append([
+                "5 txns/order + relay", "\(c.connections)+1", "\(c.orders)", f(c.seconds), f(c.ordersPerSecond, 0),
+                f(c.transactionsPerSecond, 0), "\(c.relayBatches)",
+            ])
+        }
+        out += pad(crow) + "\n\n"
+        var s: [[String]] = [["summary", "measured", "target (issue 5)", "met"]]
+        func row(_ name: String, _ v: Double?, _ digits: Int, _ target: String, _ ok: ((Double) -> Bool)?) {
+            let met = v.flatMap { v in ok.map { $0(v) ? "yes" : "NO" } } ?? ""
+            s.append([name, f(v, digits), target, met])
+        }
+        let sat = saturation
+        row("orders/s, zero latency, saturation (c=\(sat?.concurrency ?? 0))", sat?.ordersPerSecond, 0, ">= 1000") { $0 >= 1000 }
+        row("orders/s, zero latency, 20 concurrent", fixed?.ordersPerSecond, 0, "", nil)
+        row("p50 submit→completed ms, 20 concurrent", fixed?.latencyMs.p50, 1, "<= 15") { $0 <= 15 }
+        row("p99 submit→completed ms, 20 concurrent", fixed?.latencyMs.p99, 1, "", nil)
+        row("ceiling orders/s (\(ceiling(for: sat)?.connections ?? 0) conns)", ceiling(for: sat)?.ordersPerSecond, 0, "", nil)
+        row("ratio to ceiling (saturation)", ratio, 2, "", nil)
+        row("ping/s pipelined, 1 connection", ping?.pipelinedPerSecond, 0, ">= 100000") { $0 >= 100_000 }
+        row("ping/s request/reply, 16 connections", ping?.requestReplyPerSecond, 0, "", nil)
+        row("fan-out at→delivery p99 ms, \(fanout?.subscribers ?? 0) subs", fanout?.atToDeliveryMs.p99, 1, "<= 5") { $0 <= 5 }
+        row("fan-out spread p99 ms (first→each subscriber)", fanout?.spreadMs.p99, 1, "", nil)
+        row("server peak RSS MB (max of scenarios)", peakRSS, 0, "<= 150") { $0 <= 150 }
+        row("server CPU s per 1,000 orders (saturation)", sat?.cpuMsPerOrder, 2, "", nil)
+        out += pad(s) + "\n"
+        if let fo = fanout, fo.missing != 0 {
+            out += "\nfan-out: \(fo.missing) frames missing of \(fo.eventsExpectedPerSubscriber * fo.subscribers)\n"
+        }
+        return out
+    }
+
+    var peakRSS: Double? {
+        let all = orders.map(\.serverPeakRSSMB) + [fanoutServerRSSMB].compactMap { $0 }
+        return all.filter(\.isFinite).max()
+    }
+
+    func json() -> String {
+        var w = JSONWriter(capacity: 4096)
+        func num(_ v: Double?) {
+            if let v, v.isFinite { w.number(text: String(format: "%.3f", v)) } else { w.null() }
+        }
+        func pct(_ p: Percentiles) {
+            w.beginObject()
+            w.key("count"); w.int(p.count)
+            w.key("p50"); num(p.p50)
+            w.key("p90"); num(p.p90)
+            w.key("p99"); num(p.p99)
+            w.key("max"); num(p.max)
+            w.endObject()
+        }
+        let sat = saturation
+        let fix = fixed
+        w.beginObject()
+        w.key("orders_per_second"); num(sat?.ordersPerSecond)
+        w.key("orders_per_second_20"); num(fix?.ordersPerSecond)
+        w.key("p50_ms"); num(fix?.latencyMs.p50)
+        w.key("p90_ms"); num(fix?.latencyMs.p90)
+        w.key("p99_ms"); num(fix?.latencyMs.p99)
+        w.key("ceiling_orders_per_second"); num(ceiling(for: sat)?.ordersPerSecond)
+        w.key("ratio_to_ceiling"); num(ratio)
+        if let fix, let c = ceiling(for: fix) {
+            w.key("ratio_to_ceiling_20"); num(fix.ordersPerSecond / c.ordersPerSecond)
+        }
+        w.key("ping_per_second"); num(ping?.pipelinedPerSecond)
+        w.key("ping_request_reply_per_second_16"); num(ping?.requestReplyPerSecond)
+        w.key("fanout_p99_ms"); num(fanout?.atToDeliveryMs.p99)
+        w.key("fanout_spread_p99_ms"); num(fanout?.spreadMs.p99)
+        w.key("server_rss_mb"); num(peakRSS)
+        w.key("server_cpu_ms_per_order"); num(sat?.cpuMsPerOrder)
+        w.key("quick"); w.bool(quick)
+        w.key("cores"); w.int(ProcessInfo.processInfo.activeProcessorCount)
+        w.key("load_average_before"); w.string(loadBefore)
+        w.key("load_average_after"); w.string(loadAfter)
+        w.key("scenarios")
+        w.beginArray()
+        for o in orders {
+            w.beginObject()
+            w.key("name"); w.string(o.label)
+            w.key("gateway_latency_ms"); w.int(o.gatewayLatencyMs)
+            w.key("concurrency"); w.int(o.concurrency)
+            w.key("connections"); w.int(o.connections)
+            w.key("completed"); w.int(o.completed)
+            w.key("failed"); w.int(o.failed)
+            w.key("errors"); w.int(o.errors)
+            w.key("server_died"); w.bool(o.serverDied)
+            w.key("seconds"); num(o.seconds)
+            w.key("orders_per_second"); num(o.ordersPerSecond)
+            w.key("latency_ms"); pct(o.latencyMs)
+            w.key("server_cpu_seconds"); num(o.serverCPUSeconds)
+            w.key("server_cpu_ms_per_order"); num(o.cpuMsPerOrder)
+            w.key("server_peak_rss_mb"); num(o.serverPeakRSSMB)
+            w.key("server_rss_at_start_mb"); num(o.serverRSSStartMB)
+            w.key("bench_cpu_seconds"); num(o.benchCPUSeconds)
+            w.endObject()
+        }
+        w.endArray()
+        w.key("ceilings")
+        w.beginArray()
+        for c in ceilings {
+            w.beginObject()
+            w.key("connections"); w.int(c.connections)
+            w.key("relay_connections"); w.int(1)
+            w.key("orders"); w.int(c.orders)
+            w.key("seconds"); num(c.seconds)
+            w.key("orders_per_second"); num(c.ordersPerSecond)
+            w.key("transactions_per_second"); num(c.transactionsPerSecond)
+            w.key("events"); w.int(c.events)
+            w.key("relay_batches"); w.int(c.relayBatches)
+            w.endObject()
+        }
+        w.endArray()
+        if let p = ping {
+            w.key("ping")
+            w.beginObject()
+            w.key("pipelined_per_second"); num(p.pipelinedPerSecond)
+            w.key("pipelined_window"); w.int(200)
+            w.key("request_reply_per_second"); num(p.requestReplyPerSecond)
+            w.key("request_reply_connections"); w.int(p.requestReplyConnections)
+            w.key("request_reply_p50_us"); num(p.requestReplyP50us)
+            w.key("request_reply_p99_us"); num(p.requestReplyP99us)
+            w.endObject()
+        }
+        if let fo = fanout {
+            w.key("fanout")
+            w.beginObject()
+            w.key("subscribers"); w.int(fo.subscribers)
+            w.key("orders"); w.int(fo.orders)
+            w.key("frames_received"); w.int(fo.framesReceived)
+            w.key("frames_missing"); w.int(fo.missing)
+            w.key("at_to_delivery_ms"); pct(fo.atToDeliveryMs)
+            w.key("spread_ms"); pct(fo.spreadMs)
+            w.endObject()
+        }
+        w.endObject()
+        return String(decoding: w.bytes, as: UTF8.self) + "\n"
+    }
+}
