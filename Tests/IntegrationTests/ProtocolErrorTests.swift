@@ -157,53 +157,77 @@ extension ProtocolE2E {
 
         /// SIGTERM while a client keeps sending: its later requests are answered DRAINING (id
         /// echoed, retryable), replies stay in order, the server closes the connection and exits 0.
+        /// SIGTERM while a request is in flight (a submit held up by a table lock) and another
+        /// client keeps sending: its new requests get DRAINING (id echoed, retryable) in order, the
+        /// in-flight submit still gets its result, then the server closes and exits 0.
         @Test func drainingWhileAClientKeepsSending() async throws {
             signal(SIGPIPE, SIG_IGN)
             let db = try await IntegrationDatabase.create()
-            let server = try await ServerProcess.start(database: db)
-            let c = try server.client()
-            let box = Unchecked(c)
-            let writer = Task {
-                try await onThread { () -> Int in
-                    var n = 0
-                    while n < 200_000 {
-                        do { try box.value.send(#"{"op":"ping","id":\#(n)}"#) } catch { break }
-                        n += 1
-                        if n % 20 == 0 { usleep(500) }
-                    }
-                    return n
-                }
-            }
-            var lines: [String] = []
+            let server = try await ServerProcess.start(database: db, env: crashReportEnvironment)
+            var lock: TableLock? = nil
             do {
-                while lines.count < 200 {
+                lock = try await TableLock(db, table: "workflow_records")
+                let a = try server.client()
+                try a.send(#"{"op":"submit","id":"held","order":\#(orderJSON("DR-1"))}"#)
+                try await Task.sleep(for: .milliseconds(300))
+                let c = try server.client()
+                let box = Unchecked(c)
+                let writer = Task {
+                    try await onThread { () -> Int in
+                        var n = 0
+                        while n < 1_000_000 {
+                            do { try box.value.send(#"{"op":"ping","id":\#(n)}"#) } catch { break }
+                            n += 1
+                            if n % 20 == 0 { usleep(1000) }
+                        }
+                        return n
+                    }
+                }
+                var lines: [String] = []
+                while lines.count < 100 {
                     guard let l = try c.readLine(timeout: 20) else { throw TestError("closed early") }
                     lines.append(l)
                 }
                 Glibc.kill(server.pid, SIGTERM)
+                var draining = 0
+                while draining < 50 {
+                    guard let l = try c.readLine(timeout: 20) else { break }
+                    lines.append(l)
+                    if l.contains("DRAINING") { draining += 1 }
+                }
+                await lock?.release()
+                lock = nil
                 lines += try c.readUntilClosed(timeout: 30)
+                let held = try a.readUntilClosed(timeout: 30)
+                let sent = try await writer.value
+                let status = try await server.terminate()
+                #expect(status == 0, "\(server.log.suffix(2000))")
+                #expect(!FileManager.default.fileExists(atPath: server.socketPath), "socket file left behind")
+
+                #expect(held.count == 1, "\(held)")
+                let r = parsed(held.first)
+                #expect(r["id"] == .string("held") && r["ok"] == .bool(true) && r["created"] == .bool(true), "in-flight submit: \(r)")
+                var drainingTotal = 0
+                var okAfterDraining = 0
+                for (n, line) in lines.enumerated() {
+                    if line == #"{"id":\#(n),"ok":true}"# {
+                        if drainingTotal > 0 { okAfterDraining += 1 }
+                        continue
+                    }
+                    expectError(parsed(line), code: "DRAINING", retryable: true, id: .number("\(n)"))
+                    drainingTotal += 1
+                    if drainingTotal > 5 && !line.contains("DRAINING") { break }
+                }
+                print("PROTOCOL-DRAINING: sent \(sent) pings, got \(lines.count) replies, \(drainingTotal) DRAINING, \(okAfterDraining) ok after the first DRAINING; held submit: \(r)")
+                #expect(drainingTotal >= 50, "DRAINING replies: \(drainingTotal) of \(lines.count) (sent \(sent))")
+                #expect(lines.count <= sent)
             } catch {
+                await lock?.release()
                 server.kill()
                 await db.drop()
                 throw error
             }
-            let sent = try await writer.value
-            let status = try await server.terminate()
-            #expect(status == 0, "\(server.log.suffix(2000))")
-            #expect(!FileManager.default.fileExists(atPath: server.socketPath), "socket file left behind")
             await db.drop()
-
-            var draining = 0
-            for (n, line) in lines.enumerated() {
-                if line == #"{"id":\#(n),"ok":true}"# { continue }
-                let r = parsed(line)
-                expectError(r, code: "DRAINING", retryable: true, id: .number("\(n)"))
-                draining += 1
-                if draining > 3 && r["error"]?["code"] != .string("DRAINING") { break }
-            }
-            print("PROTOCOL-DRAINING: sent \(sent) pings, got \(lines.count) replies, \(draining) DRAINING")
-            #expect(draining >= 1, "no DRAINING reply among \(lines.count) replies (sent \(sent))")
-            #expect(lines.count <= sent)
         }
 
         /// MariaDB goes away under a running server: UNAVAILABLE (retryable, nothing changed), the
@@ -215,7 +239,7 @@ extension ProtocolE2E {
             var server: ServerProcess? = nil
             do {
                 let db = try await mdb.createDatabase()
-                let s = try await ServerProcess.start(database: db)
+                let s = try await ServerProcess.start(database: db, env: crashReportEnvironment)
                 server = s
                 let c = try s.client()
                 try submitOrder(c, "UA-1")

@@ -195,7 +195,7 @@ extension ProtocolE2E {
         @Test func sigtermDrain() async throws {
             signal(SIGPIPE, SIG_IGN)
             let db = try await IntegrationDatabase.create()
-            let server = try await ServerProcess.start(database: db, env: slowPaymentEnvironment)
+            let server = try await ServerProcess.start(database: db, env: slowPaymentEnvironment.merging(crashReportEnvironment) { $1 })
             do {
                 let w = try server.client()
                 try submitOrder(w, "D-1")

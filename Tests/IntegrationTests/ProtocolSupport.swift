@@ -28,6 +28,9 @@ let runFields: Set = [
 ]
 let eventFields: Set = ["seq", "workflow", "foreign_id", "run_id", "status", "status_code", "run_state", "version", "at", "reason"]
 
+/// Full backtraces of every thread if a server crashes (the log is kept in its temp folder).
+let crashReportEnvironment = ["SWIFT_BACKTRACE": "enable=yes,interactive=no,preset=full,limit=64,threads=all,demangle=yes"]
+
 /// Server environment with a slow payment step: a run stays in OrderValidated/Running for 5 s.
 let slowPaymentEnvironment = ["WORKFLOWD_PAYMENT_LATENCY_MS": "5000"]
 
@@ -215,7 +218,7 @@ extension ServerProcess {
     var rssKiB: Int? {
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
         for line in text.split(separator: "\n") where line.hasPrefix("VmRSS:") {
-            return Int(line.dropFirst(6).split(separator: " ").first ?? "")
+            return Int(line.dropFirst(6).split(whereSeparator: { $0 == " " || $0 == "\t" }).first ?? "")
         }
         return nil
     }
@@ -244,7 +247,7 @@ func withServer<T>(
     let db = try await IntegrationDatabase.create()
     let server: ServerProcess
     do {
-        server = try await ServerProcess.start(database: db, env: env, arguments: arguments)
+        server = try await ServerProcess.start(database: db, env: crashReportEnvironment.merging(env) { $1 }, arguments: arguments)
     } catch {
         await db.drop()
         throw error
@@ -258,7 +261,7 @@ func withServer<T>(
         throw error
     }
     let status = try await server.terminate()
-    #expect(status == 0, "exit status \(status):\n\(server.log.suffix(3000))")
+    #expect(status == 0, "exit status \(status) (log kept in \(server.logPath)):\n\(server.log.suffix(3000))")
     await db.drop()
     return result
 }
@@ -360,5 +363,39 @@ struct ScriptedMariaDB {
 
     func remove() {
         try? FileManager.default.removeItem(atPath: directory)
+    }
+}
+
+/// Holds `LOCK TABLES <table> WRITE` on a connection of its own until `release()`, so that
+/// server requests touching the table stay in flight.
+final class TableLock: @unchecked Sendable {
+    private let pool: MariaDBPool
+    private let released = DispatchSemaphore(value: 0)
+    private var task: Task<Void, any Error>?
+
+    init(_ db: IntegrationDatabase, table: String) async throws {
+        pool = MariaDBPool(
+            configuration: db.configuration, pool: PoolConfiguration(maxOpen: 1, maxIdle: 0, maxLifetimeSeconds: 600),
+            logger: IntegrationDatabase.logger)
+        let locked = DispatchSemaphore(value: 0)
+        let released = self.released
+        let pool = self.pool
+        task = Task {
+            try await pool.withConnection { conn in
+                try conn.executeText("LOCK TABLES \(table) WRITE")
+                locked.signal()
+                released.wait()
+                try conn.executeText("UNLOCK TABLES")
+            }
+        }
+        let ok = try await onThread { locked.wait(timeout: .now() + 30) == .success }
+        guard ok else { throw TestError("LOCK TABLES \(table) did not succeed") }
+    }
+
+    func release() async {
+        released.signal()
+        _ = try? await task?.value
+        task = nil
+        pool.shutdown()
     }
 }
