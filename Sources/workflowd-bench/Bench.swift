@@ -74,6 +74,7 @@ struct WorkflowdBench: AsyncParsableCommand {
         let dbServer = try BenchDatabaseServer.open(dsn: dsn)
         defer { dbServer.close() }
         let report = Report(quick: quick, loadBefore: load, binary: binary)
+        report.poolMaxOpen = poolMaxOpen
 
         let selected = Set(scenarios.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
         // (a) ping
@@ -103,6 +104,8 @@ struct WorkflowdBench: AsyncParsableCommand {
                     let w = try runOrders(
                         socket: server.socketPath, prefix: "w\(runTag)", total: warm, concurrency: c, connections: conns)
                     if w.errors > 0 { progress("  warm-up errors: \(w.errors) first: \(w.firstError ?? "")") }
+                    let statusBefore = await dbServer.globalStatus()
+                    let dbCPUBefore = dbServer.privatePid.flatMap { ProcSample.read(pid: $0) }
                     let before = ProcSample.read(pid: server.pid)
                     let benchBefore = selfCPUSeconds()
                     progress("\(label): \(n) orders, \(c) in flight on \(conns) connections")
@@ -110,18 +113,31 @@ struct WorkflowdBench: AsyncParsableCommand {
                         socket: server.socketPath, prefix: "b\(runTag)", total: n, concurrency: c, connections: conns)
                     let after = ProcSample.read(pid: server.pid)
                     let benchCPU = selfCPUSeconds() - benchBefore
+                    let dbCPUAfter = dbServer.privatePid.flatMap { ProcSample.read(pid: $0) }
+                    let statusAfter = await dbServer.globalStatus()
                     let result = OrdersResult(
                         label: label, concurrency: c, connections: conns, gatewayLatencyMs: gw, completed: r.completed,
                         failed: r.failed, errors: r.errors, seconds: r.seconds,
                         ordersPerSecond: Double(r.completed + r.failed) / r.seconds, latencyMs: Percentiles(r.latenciesMs),
                         serverCPUSeconds: (after?.cpuSeconds ?? .nan) - (before?.cpuSeconds ?? .nan),
                         serverPeakRSSMB: after?.hwmMB ?? .nan, serverRSSStartMB: before?.rssMB ?? .nan,
-                        benchCPUSeconds: benchCPU, firstError: r.firstError, serverDied: !server.process.isRunning)
+                        benchCPUSeconds: benchCPU, firstError: r.firstError, serverDied: !server.process.isRunning,
+                        db: DBCost(
+                            before: statusBefore, after: statusAfter,
+                            cpuSeconds: dbCPUAfter.flatMap { a in dbCPUBefore.map { a.cpuSeconds - $0.cpuSeconds } },
+                            orders: r.completed + r.failed, shared: dbServer.started == nil))
                     progress(
                         String(
                             format: "  %.0f orders/s, p50 %.1f ms, p99 %.1f ms, server CPU %.2f ms/order, peak RSS %.0f MB, errors %d",
                             result.ordersPerSecond, result.latencyMs.p50, result.latencyMs.p99, result.cpuMsPerOrder,
                             result.serverPeakRSSMB, result.errors))
+                    if let d = result.db {
+                        progress(
+                            String(
+                                format: "  MariaDB per order: %.1f statements, %.1f prepared executes, %.1f commits, %.1f InnoDB fsyncs, CPU %@ ms%@",
+                                d.statementsPerOrder, d.preparedExecutesPerOrder, d.commitsPerOrder, d.logFsyncsPerOrder,
+                                d.cpuMsPerOrder.map { String(format: "%.2f", $0) } ?? "?", d.shared ? " (shared server: includes other clients)" : ""))
+                    }
                     if let e = r.firstError { progress("  first error: \(e.prefix(300))") }
                     let events = try await db.scalar("SELECT COUNT(*) FROM workflow_events")
                     progress("  event log rows: \(events)")
@@ -138,11 +154,25 @@ struct WorkflowdBench: AsyncParsableCommand {
                 progress("ceiling: \(orders) orders straight to MariaDB on \(conns) connections + 1 relay")
                 let warm = try await Ceiling.run(database: db, prefix: "w", orders: min(200, max(orders / 10, conns)), connections: conns)
                 _ = warm
-                let r = try await Ceiling.run(database: db, prefix: "m", orders: orders, connections: conns)
+                let statusBefore = await dbServer.globalStatus()
+                let dbCPUBefore = dbServer.privatePid.flatMap { ProcSample.read(pid: $0) }
+                var r = try await Ceiling.run(database: db, prefix: "m", orders: orders, connections: conns)
+                let dbCPUAfter = dbServer.privatePid.flatMap { ProcSample.read(pid: $0) }
+                let statusAfter = await dbServer.globalStatus()
+                r.db = DBCost(
+                    before: statusBefore, after: statusAfter,
+                    cpuSeconds: dbCPUAfter.flatMap { a in dbCPUBefore.map { a.cpuSeconds - $0.cpuSeconds } },
+                    orders: orders, shared: dbServer.started == nil)
                 progress(
                     String(
                         format: "  %.0f orders/s (%.0f transactions/s, %d events in %d relay batches)", r.ordersPerSecond,
                         r.transactionsPerSecond, r.events, r.relayBatches))
+                if let d = r.db {
+                    progress(
+                        String(
+                            format: "  MariaDB per order: %.1f statements, %.1f commits, %.1f InnoDB fsyncs, CPU %@ ms", d.statementsPerOrder,
+                            d.commitsPerOrder, d.logFsyncsPerOrder, d.cpuMsPerOrder.map { String(format: "%.2f", $0) } ?? "?"))
+                }
                 report.ceilings.append(r)
             } catch {
                 await db.drop()

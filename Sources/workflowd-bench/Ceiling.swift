@@ -25,6 +25,7 @@ struct CeilingResult: Sendable {
     var transactionsPerSecond: Double
     var events: Int
     var relayBatches: Int
+    var db: DBCost?
 }
 
 enum Ceiling {

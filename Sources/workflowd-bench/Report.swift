@@ -30,7 +30,9 @@ final class Report {
         orders.filter { $0.gatewayLatencyMs == 0 }.max { $0.concurrency < $1.concurrency }
     }
 
-    func ceiling(for r: OrdersResult?, poolMaxOpen: Int = 25) -> CeilingResult? {
+    var poolMaxOpen = 25
+
+    func ceiling(for r: OrdersResult?) -> CeilingResult? {
         guard let r else { return nil }
         return ceilings.first { $0.connections == min(r.concurrency, poolMaxOpen) }
     }
@@ -61,7 +63,8 @@ final class Report {
         var out = "\nworkflowd-bench\(quick ? " (quick)" : "") — \(ProcessInfo.processInfo.activeProcessorCount) cores, load average \(loadBefore) before, \(loadAfter) after\n\n"
         var rows: [[String]] = [[
             "orders scenario", "conc", "conns", "orders", "s", "orders/s", "p50 ms", "p90 ms", "p99 ms", "max ms",
-            "srv CPU ms/order", "srv peak RSS MB", "bench CPU ms/order", "errors",
+            "srv CPU ms/order", "srv peak RSS MB", "bench CPU ms/order", "db stmts/order", "db commits/order",
+            "db CPU ms/order", "errors",
         ]]
         for o in orders {
             let n = Double(max(1, o.completed + o.failed))
@@ -69,15 +72,20 @@ final class Report {
                 o.gatewayLatencyMs == 0 ? "zero latency" : "gateways \(o.gatewayLatencyMs) ms", "\(o.concurrency)",
                 "\(o.connections)", "\(o.completed + o.failed)", f(o.seconds), f(o.ordersPerSecond, 0), f(o.latencyMs.p50),
                 f(o.latencyMs.p90), f(o.latencyMs.p99), f(o.latencyMs.max), f(o.cpuMsPerOrder, 2), f(o.serverPeakRSSMB, 0),
-                f(o.benchCPUSeconds * 1000 / n, 2), o.serverDied ? "\(o.errors + o.failed) SERVER DIED" : "\(o.errors + o.failed)",
+                f(o.benchCPUSeconds * 1000 / n, 2), f(o.db?.statementsPerOrder), f(o.db?.commitsPerOrder),
+                f(o.db?.cpuMsPerOrder, 2), o.serverDied ? "\(o.errors + o.failed) SERVER DIED" : "\(o.errors + o.failed)",
             ])
         }
         out += pad(rows) + "\n\n"
-        var crow: [[String]] = [["ceiling (MariaDB only)", "conns", "orders", "s", "orders/s", "txn/s", "relay batches"]]
+        var crow: [[String]] = [[
+            "ceiling (MariaDB only)", "conns", "orders", "s", "orders/s", "txn/s", "relay batches", "db stmts/order",
+            "db commits/order", "db CPU ms/order",
+        ]]
         for c in ceilings {
             crow.append([
                 "5 txns/order + relay", "\(c.connections)+1", "\(c.orders)", f(c.seconds), f(c.ordersPerSecond, 0),
-                f(c.transactionsPerSecond, 0), "\(c.relayBatches)",
+                f(c.transactionsPerSecond, 0), "\(c.relayBatches)", f(c.db?.statementsPerOrder), f(c.db?.commitsPerOrder),
+                f(c.db?.cpuMsPerOrder, 2),
             ])
         }
         out += pad(crow) + "\n\n"
@@ -125,6 +133,18 @@ final class Report {
             w.key("max"); num(p.max)
             w.endObject()
         }
+        func dbJSON(_ d: DBCost?) {
+            guard let d else { return }
+            w.key("mariadb_per_order")
+            w.beginObject()
+            w.key("statements"); num(d.statementsPerOrder)
+            w.key("prepared_executes"); num(d.preparedExecutesPerOrder)
+            w.key("commits"); num(d.commitsPerOrder)
+            w.key("innodb_fsyncs"); num(d.logFsyncsPerOrder)
+            w.key("cpu_ms"); num(d.cpuMsPerOrder)
+            w.key("shared_server"); w.bool(d.shared)
+            w.endObject()
+        }
         let sat = saturation
         let fix = fixed
         w.beginObject()
@@ -168,6 +188,7 @@ final class Report {
             w.key("server_peak_rss_mb"); num(o.serverPeakRSSMB)
             w.key("server_rss_at_start_mb"); num(o.serverRSSStartMB)
             w.key("bench_cpu_seconds"); num(o.benchCPUSeconds)
+            dbJSON(o.db)
             w.endObject()
         }
         w.endArray()
@@ -183,6 +204,7 @@ final class Report {
             w.key("transactions_per_second"); num(c.transactionsPerSecond)
             w.key("events"); w.int(c.events)
             w.key("relay_batches"); w.int(c.relayBatches)
+            dbJSON(c.db)
             w.endObject()
         }
         w.endArray()

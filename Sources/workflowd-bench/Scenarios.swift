@@ -29,6 +29,27 @@ struct Percentiles: Sendable {
     }
 }
 
+/// What MariaDB did per order, from SHOW GLOBAL STATUS deltas (and mariadbd's CPU when the
+/// bench runs its own server). On a shared server the counters include other clients' work.
+struct DBCost: Sendable {
+    var statementsPerOrder: Double
+    var preparedExecutesPerOrder: Double
+    var commitsPerOrder: Double
+    var logFsyncsPerOrder: Double
+    var cpuMsPerOrder: Double?
+    var shared: Bool
+
+    init(before: [String: Int], after: [String: Int], cpuSeconds: Double?, orders: Int, shared: Bool) {
+        func d(_ k: String) -> Double { Double((after[k] ?? 0) - (before[k] ?? 0)) / Double(max(1, orders)) }
+        statementsPerOrder = d("Questions")
+        preparedExecutesPerOrder = d("Com_stmt_execute")
+        commitsPerOrder = d("Com_commit")
+        logFsyncsPerOrder = d("Innodb_data_fsyncs")
+        cpuMsPerOrder = cpuSeconds.map { $0 * 1000 / Double(max(1, orders)) }
+        self.shared = shared
+    }
+}
+
 // MARK: - Ping
 
 struct PingResult: Sendable {
@@ -120,6 +141,7 @@ struct OrdersResult: Sendable {
     var benchCPUSeconds: Double
     var firstError: String?
     var serverDied = false
+    var db: DBCost?
 
     var cpuMsPerOrder: Double { completed > 0 ? serverCPUSeconds * 1000 / Double(completed) : .nan }
 }

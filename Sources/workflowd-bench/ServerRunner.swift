@@ -32,6 +32,33 @@ struct BenchDatabaseServer: Sendable {
         return BenchDatabaseServer(base: try MariaDBConfiguration(dsn: server.dsn), started: wasRunning ? nil : server)
     }
 
+    /// The mariadbd pid when the bench runs its own private server (for its CPU per order).
+    var privatePid: Int32? {
+        guard let started, let text = try? String(contentsOfFile: started.pidFilePath, encoding: .utf8) else { return nil }
+        return Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    static let statusNames = [
+        "Questions", "Com_stmt_execute", "Com_commit", "Com_begin", "Com_rollback", "Innodb_data_fsyncs",
+    ]
+
+    /// Server-wide counters (SHOW GLOBAL STATUS); on a shared server they include other clients.
+    func globalStatus() async -> [String: Int] {
+        var config = base
+        config.database = ""
+        let pool = MariaDBPool(
+            configuration: config, pool: PoolConfiguration(maxOpen: 1, maxIdle: 0, maxLifetimeSeconds: 60),
+            logger: quietLogger)
+        defer { pool.shutdown() }
+        let list = Self.statusNames.map { "'\($0)'" }.joined(separator: ", ")
+        let rows = (try? await pool.withConnection { try $0.queryText("SHOW GLOBAL STATUS WHERE Variable_name IN (\(list))") }) ?? []
+        var out: [String: Int] = [:]
+        for r in rows where r.count >= 2 {
+            if let k = r[0], let v = r[1].flatMap({ Int($0) }) { out[k] = v }
+        }
+        return out
+    }
+
     func close() {
         if let started {
             progress("stopping the private MariaDB")
