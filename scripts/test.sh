@@ -68,16 +68,12 @@ if [ "$status" -ne 0 ]; then
     step "swift test FAILED (exit status $status)"
 fi
 
-# 4. Client tests (python / shell) -------------------------------------------------------------
-# ADD CLIENT TESTS HERE, once workflowd and the clients exist. Each one should run against the
-# built server (e.g. "$(swift build "${swift_flags[@]}" --show-bin-path)/workflowd") and the
-# database above, and set status=1 on failure instead of exiting, so every suite reports:
-#
-#   step "python client tests"
-#   python3 -m unittest discover -s clients/python -v || status=1
-#   step "shell client tests"
-#   clients/sh/test.sh || status=1
-# -----------------------------------------------------------------------------------------------
+# 4. Client tests (python / shell), against the workflowd just built and the same database.
+bin_dir="$(swift build "${swift_flags[@]}" --show-bin-path)"
+step "python client tests"
+WORKFLOWD_BIN="$bin_dir/workflowd" python3 -m unittest discover -s clients/python -v || status=1
+step "shell client tests"
+WORKFLOWD_BIN="$bin_dir/workflowd" clients/sh/test.sh || status=1
 
 if [ "$status" -eq 0 ]; then
     step "all tests passed"

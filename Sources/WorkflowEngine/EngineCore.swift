@@ -82,10 +82,10 @@ final class EngineCore: Sendable {
         meta.lastError = message
         let isDefinitionError = (error as? WorkflowError)?.code == .definition
         var r = run
-        r.version += 1
         r.updatedAt = now
         r.meta = meta.bytes
         if isDefinitionError || meta.failures >= configuration.retry.maxAttempts {
+            r.version += 1  // the pause is a change of the run, with its event
             var machine = RunStateMachine(run.runState)
             guard case .changeRunState(let next) = machine.autoPause() else { return nil }
             r.runState = next
@@ -96,6 +96,7 @@ final class EngineCore: Sendable {
                 run: r, expectedVersion: run.version, cancelPendingTimeouts: true, completesTimeout: completesTimeout)
         }
         guard Self.runnable.contains(run.runState) else { return nil }
+        // Scheduling a retry changes only bookkeeping: same version, no event.
         let delay = configuration.retry.delay(attempt: meta.failures, unit: configuration.random())
         let retry = NewTimeout(
             kind: .retry, status: run.status, expireAt: now.adding(milliseconds: delay), attempt: meta.failures)

@@ -170,7 +170,22 @@ public final class WorkflowEngine: WorkflowService {
 
     public func list(_ query: RunQuery) async throws -> RunPage { try await core.store.list(query) }
 
-    public func history(runID: String) async throws -> [WorkflowEvent] { try await core.store.history(runID: runID) }
+    /// The run's events. The log trails a committed change by the relay's latency, so a client
+    /// that changed the run and asks at once could miss the newest event: this waits (up to
+    /// `historyWaitMilliseconds`, nudging the relay) until the log holds the run's current
+    /// version, so callers read their own writes.
+    public func history(runID: String) async throws -> [WorkflowEvent] {
+        let current = try await core.store.lookup(runID: runID)?.version ?? 0
+        var events = try await core.store.history(runID: runID)
+        var waited = 0
+        while (events.last?.version ?? 0) < current && waited < core.configuration.historyWaitMilliseconds {
+            core.relayWakeup.signal()
+            try await Task.sleep(for: .milliseconds(5))
+            waited += 5
+            events = try await core.store.history(runID: runID)
+        }
+        return events
+    }
 
     public func events(after seq: Int64, filter: EventFilter, limit: Int) async throws -> [WorkflowEvent] {
         try await core.store.events(after: seq, filter: filter, limit: limit)

@@ -56,7 +56,9 @@ public enum CreateRunResult: Sendable, Equatable {
 }
 
 /// A conditional change of one run: applied only while the stored version is `expectedVersion`.
-/// `run` is the run as it will be (its `version` must be `expectedVersion + 1`).
+/// `run` is the run as it will be: its `version` is `expectedVersion + 1` for a change that
+/// emits an event, and stays `expectedVersion` for a bookkeeping change that emits none (a
+/// retry's failure count in `meta`), so event versions are exactly the run's versions 1…N.
 public struct RunUpdate: Sendable {
     public var run: Run
     public var expectedVersion: Int64
@@ -68,14 +70,17 @@ public struct RunUpdate: Sendable {
     /// Mark this timeout completed in the same transaction; if it is no longer pending, the
     /// whole update is refused (a timeout fires at most once).
     public var completesTimeout: Int64?
-    /// Write an outbox row for this change. Only meta-only changes (a retry counter) skip it.
+    /// Write an outbox row for this change (and raise the version). Only meta-only changes (a
+    /// retry counter) skip both.
     public var emitsEvent: Bool
 
     public init(
         run: Run, expectedVersion: Int64, cancelPendingTimeouts: Bool = false,
         newTimeouts: [NewTimeout] = [], completesTimeout: Int64? = nil, emitsEvent: Bool = true
     ) {
-        precondition(run.version == expectedVersion + 1, "a RunUpdate must raise the version by one")
+        precondition(
+            emitsEvent ? run.version == expectedVersion + 1 : run.version == expectedVersion,
+            "a RunUpdate raises the version by one exactly when it emits an event")
         self.run = run
         self.expectedVersion = expectedVersion
         self.cancelPendingTimeouts = cancelPendingTimeouts

@@ -29,6 +29,11 @@ final class Connection {
     /// Actions are run re-entrantly (a ping is answered while its dispatch runs); the socket is
     /// written once the outermost run finishes, so pipelined replies share one write.
     private var runDepth = 0
+    /// Replies that arrived while actions were running (a ping answered inside its own
+    /// dispatch). The outermost `run` feeds them to the machine one by one, so a long pipeline
+    /// of synchronous requests is a loop, not a recursion as deep as the pipeline.
+    private var deferredReplies: [(SessionStateMachine.Ticket, [UInt8], Int64?)] = []
+    private var deferredHead = 0
 
     /// Live subscriptions of this connection, by id.
     var subscriptions: [Int64: Subscription] = [:]
@@ -164,6 +169,24 @@ final class Connection {
 
     func run(_ actions: [SessionStateMachine.Action]) {
         runDepth += 1
+        perform(actions)
+        if runDepth == 1 {
+            while deferredHead < deferredReplies.count {
+                let (ticket, bytes, activates) = deferredReplies[deferredHead]
+                deferredHead += 1
+                perform(machine.replyReady(ticket, bytes, activates: activates))
+            }
+            deferredReplies.removeAll(keepingCapacity: deferredReplies.capacity <= 256)
+            deferredHead = 0
+        }
+        runDepth -= 1
+        if runDepth == 0 {
+            flush()
+            if core.isDraining { core.checkDrainDone() }
+        }
+    }
+
+    private func perform(_ actions: [SessionStateMachine.Action]) {
         for action in actions {
             switch action {
             case .dispatch(let ticket, let request):
@@ -183,16 +206,15 @@ final class Connection {
                 closeHandle()
             }
         }
-        runDepth -= 1
-        if runDepth == 0 {
-            flush()
-            if core.isDraining { core.checkDrainDone() }
-        }
     }
 
     /// Answers a dispatched request.
     func reply(_ ticket: SessionStateMachine.Ticket, _ bytes: [UInt8], activates: Int64? = nil) {
-        run(machine.replyReady(ticket, bytes, activates: activates))
+        if runDepth > 0 {
+            deferredReplies.append((ticket, bytes, activates))
+        } else {
+            run(machine.replyReady(ticket, bytes, activates: activates))
+        }
     }
 
     /// Writes a final line (such as `LIMIT` at accept) and closes.

@@ -56,7 +56,14 @@ struct SessionStateMachine {
         var consumed = 0
         /// Bytes after `consumed` already scanned without finding `\n`.
         var scanned = 0
+        /// Numbers of ordered slots (every request but `await`, and errors known at once).
         var nextTicket: UInt64 = 0
+        /// Numbers of `await` tickets: a counter of their own, so ordered slots stay contiguous.
+        var nextAwaitTicket: UInt64 = 0
+        /// Ordered requests dispatched whose reply has not come back. Requests of one connection
+        /// run one after another: the next line is dispatched only when this is 0, so a
+        /// pipelined `get` sees the `submit` before it.
+        var orderedInFlight = 0
         /// Ticket number of `ordered[orderedHead]`.
         var headTicket: UInt64 = 0
         var ordered: [Slot] = []
@@ -164,6 +171,8 @@ struct SessionStateMachine {
         case .open(var s):
             var actions: [Action] = []
             if ticket.ordered {
+                precondition(s.orderedInFlight > 0, "ordered reply without an ordered request in flight")
+                s.orderedInFlight -= 1
                 let index = s.orderedHead + Int(ticket.number - s.headTicket)
                 precondition(
                     ticket.number >= s.headTicket && index < s.ordered.count && s.ordered[index].reply == nil,
@@ -284,7 +293,7 @@ struct SessionStateMachine {
     }
 
     private mutating func processLines(_ s: inout Session, _ actions: inout [Action]) {
-        while !s.closeAfterReplies && !isPaused(s) {
+        while !s.closeAfterReplies && !isPaused(s) && s.orderedInFlight == 0 {
             let available = s.inbuf.count - s.consumed
             if available == 0 { break }
             var newline: Int? = nil
@@ -369,7 +378,8 @@ struct SessionStateMachine {
             let ticket: Ticket
             switch request.operation {
             case .awaitStatus:
-                ticket = Ticket(number: s.nextTicket, ordered: false)
+                ticket = Ticket(number: s.nextAwaitTicket, ordered: false)
+                s.nextAwaitTicket += 1
                 s.awaitsInFlight += 1
             case .hello, .ping, .submit, .trigger, .get, .list, .history, .subscribe, .unsubscribe, .control, .stats,
                 .graph, .health:
@@ -378,8 +388,9 @@ struct SessionStateMachine {
                     s.headTicket = s.nextTicket
                 }
                 s.ordered.append(Slot(reply: nil, activates: nil))
+                s.nextTicket += 1
+                s.orderedInFlight += 1
             }
-            s.nextTicket += 1
             actions.append(.dispatch(ticket, request))
         }
     }
@@ -417,6 +428,9 @@ struct SessionStateMachine {
         actions.append(.write(bytes))
     }
 
+    /// Unprocessed request bytes buffered while a request runs before reading stops.
+    static let inputHighWater = 256 << 10
+
     private func updateBackPressure(_ s: inout Session, _ actions: inout [Action]) {
         if !s.aboveHighWater && s.outstandingBytes >= limits.writeHighWater {
             s.aboveHighWater = true
@@ -424,7 +438,11 @@ struct SessionStateMachine {
             s.aboveHighWater = false
             actions.append(.writable)
         }
-        let wantStopped = isPaused(s) || s.endOfInput || s.closeAfterReplies
+        // Complete lines wait in `inbuf` while a request runs; past this much, stop reading so a
+        // client that pipelines megabytes cannot grow the server's memory. (Only while something
+        // runs: otherwise what is buffered is one partial line, bounded by max_line.)
+        let inputFull = s.orderedInFlight > 0 && s.inbuf.count - s.consumed >= Self.inputHighWater
+        let wantStopped = isPaused(s) || inputFull || s.endOfInput || s.closeAfterReplies
         if wantStopped && !s.readingStopped {
             s.readingStopped = true
             actions.append(.stopReading)

@@ -19,18 +19,65 @@ import WorkflowWire
         var m = SessionStateMachine(limits: Self.limits)
         var a = m.bytesReceived(Array("{\"op\":\"ping\",\"id\":1}\r\n\n   \r\n{\"op\":\"pi".utf8))
         #expect(dispatched(a).map(\.1) == [Request(id: .number("1"), operation: .ping)])
+        _ = m.replyReady(dispatched(a)[0].0, Array("pong\n".utf8))
         a = m.bytesReceived(Array("ng\",\"id\":2}\n".utf8))
         #expect(dispatched(a).map(\.1) == [Request(id: .number("2"), operation: .ping)])
     }
 
-    @Test func pipelinedRepliesGoOutInRequestOrder() {
+    @Test func pipelinedRequestsRunOneAfterAnotherAndReplyInOrder() {
         var m = SessionStateMachine(limits: Self.limits)
         let a = m.bytesReceived(Array("{\"op\":\"ping\",\"id\":1}\n{\"op\":\"ping\",\"id\":2}\n{\"op\":\"ping\",\"id\":3}\n".utf8))
-        let t = dispatched(a).map(\.0)
-        #expect(t.count == 3)
-        #expect(written(m.replyReady(t[2], Array("r3\n".utf8))) == [])
-        #expect(written(m.replyReady(t[1], Array("r2\n".utf8))) == [])
-        #expect(written(m.replyReady(t[0], Array("r1\n".utf8))) == ["r1\n", "r2\n", "r3\n"])
+        // Only the first runs: a pipelined request sees the effects of the ones before it.
+        let t1 = dispatched(a)
+        #expect(t1.map(\.1.id) == [.number("1")])
+        let b = m.replyReady(t1[0].0, Array("r1\n".utf8))
+        #expect(written(b) == ["r1\n"])
+        let t2 = dispatched(b)
+        #expect(t2.map(\.1.id) == [.number("2")])
+        let c = m.replyReady(t2[0].0, Array("r2\n".utf8))
+        #expect(written(c) == ["r2\n"])
+        let t3 = dispatched(c)
+        #expect(t3.map(\.1.id) == [.number("3")])
+        #expect(written(m.replyReady(t3[0].0, Array("r3\n".utf8))) == ["r3\n"])
+    }
+
+    @Test func anAwaitBetweenRequestsDoesNotBreakTheOrder() {
+        // The regression: await tickets once shared the ordered counter, and a ping after an
+        // await hit "reply for unknown ticket" (a crash of the whole server).
+        var m = SessionStateMachine(limits: Self.limits)
+        let a = m.bytesReceived(
+            Array("{\"op\":\"ping\",\"id\":\"p\"}\n{\"op\":\"await\",\"id\":\"w\",\"foreign_id\":\"x\"}\n{\"op\":\"ping\",\"id\":\"p2\"}\n".utf8))
+        let first = dispatched(a)
+        #expect(first.map(\.1.id) == [.string("p")])
+        // The await starts only after the ping before it finished; the ping after it does not wait for it.
+        let b = m.replyReady(first[0].0, Array("pong\n".utf8))
+        let next = dispatched(b)
+        #expect(next.map(\.1.id) == [.string("w"), .string("p2")])
+        #expect(next.map(\.0.ordered) == [false, true])
+        #expect(written(m.replyReady(next[1].0, Array("pong2\n".utf8))) == ["pong2\n"])
+        #expect(written(m.replyReady(next[0].0, Array("awaited\n".utf8))) == ["awaited\n"])
+    }
+
+    @Test func pipelinedInputStopsReadingWhileARequestRuns() {
+        var m = SessionStateMachine(limits: SessionStateMachine.Limits(maxLine: 1 << 20, writeHighWater: 1 << 20, writeLowWater: 1 << 10, maxPendingRequests: 256))
+        let line = Array("{\"op\":\"ping\"}\n".utf8)
+        var input: [UInt8] = []
+        while input.count < SessionStateMachine.inputHighWater + 1024 { input += line }
+        let a = m.bytesReceived(input)
+        #expect(dispatched(a).count == 1)
+        #expect(a.contains(.stopReading))
+        var next = dispatched(a)[0].0
+        var answered = 1
+        var resumed = false
+        while true {
+            let b = m.replyReady(next, Array("x\n".utf8))
+            if b.contains(.startReading) { resumed = true }
+            guard let t = dispatched(b).first else { break }
+            next = t.0
+            answered += 1
+        }
+        #expect(answered == input.count / line.count)
+        #expect(resumed)
     }
 
     @Test func awaitRepliesGoOutWhenReady() {
@@ -86,9 +133,13 @@ import WorkflowWire
     @Test func subscribeReplyActivatesTheSubscriptionWhenWritten() {
         var m = SessionStateMachine(limits: Self.limits)
         let a = m.bytesReceived(Array("{\"op\":\"get\",\"run_id\":\"x\"}\n{\"op\":\"subscribe\"}\n".utf8))
-        let t = dispatched(a).map(\.0)
-        #expect(m.replyReady(t[1], Array("sub\n".utf8), activates: 7) == [])
-        #expect(m.replyReady(t[0], Array("get\n".utf8)) == [.write(Array("get\n".utf8)), .write(Array("sub\n".utf8)), .subscriptionActivated(7)])
+        let get = dispatched(a)
+        #expect(get.count == 1)
+        let b = m.replyReady(get[0].0, Array("get\n".utf8))
+        #expect(written(b) == ["get\n"])
+        let sub = dispatched(b)
+        #expect(sub.count == 1)
+        #expect(m.replyReady(sub[0].0, Array("sub\n".utf8), activates: 7) == [.write(Array("sub\n".utf8)), .subscriptionActivated(7)])
     }
 
     @Test func lineOverMaxLineIsAnsweredThenClosed() {
@@ -126,9 +177,9 @@ import WorkflowWire
         #expect(dispatched(c).map(\.1.id) == [.number("9")])
     }
 
-    @Test func tooManyPendingRequestsStopsReading() {
+    @Test func tooManyPendingAwaitsStopsReading() {
         var m = SessionStateMachine(limits: Self.limits)
-        let lines = (1...6).map { "{\"op\":\"ping\",\"id\":\($0)}\n" }.joined()
+        let lines = (1...6).map { "{\"op\":\"await\",\"run_id\":\"r\",\"id\":\($0)}\n" }.joined()
         let a = m.bytesReceived(Array(lines.utf8))
         let d = dispatched(a)
         #expect(d.count == 4)
@@ -149,10 +200,11 @@ import WorkflowWire
 
     @Test func closeWaitsForQueuedBytesAndDropsLateReplies() {
         var m = SessionStateMachine(limits: Self.limits)
-        let t = dispatched(m.bytesReceived(Array("{\"op\":\"ping\"}\n{\"op\":\"ping\"}\n".utf8))).map(\.0)
-        _ = m.replyReady(t[0], Array("a\n".utf8))
+        let t0 = dispatched(m.bytesReceived(Array("{\"op\":\"ping\"}\n{\"op\":\"ping\"}\n".utf8))).map(\.0)
+        let t1 = dispatched(m.replyReady(t0[0], Array("a\n".utf8))).map(\.0)
+        #expect(t1.count == 1)
         #expect(m.close() == [.stopReading])
-        #expect(m.replyReady(t[1], Array("b\n".utf8)) == [])
+        #expect(m.replyReady(t1[0], Array("b\n".utf8)) == [])
         #expect(m.writeCompleted(2) == [.close])
     }
 
