@@ -21,3 +21,9 @@ public struct RunCount: Sendable, Equatable {
         self.count = count
     }
 }
+
+/// An addition for `health`: the schema version the database has and the one this build
+/// expects. A store without it reports no schema check.
+public protocol SchemaVersionStore: Sendable {
+    func schemaVersions() async throws -> (found: Int, expected: Int)
+}

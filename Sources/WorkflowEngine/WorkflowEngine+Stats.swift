@@ -32,6 +32,13 @@ extension WorkflowEngine {
         do {
             let head = try await store.head()
             checks["database"] = HealthCheck(ok: true, detail: "event head \(head)")
+            if let schemaStore = store as? any SchemaVersionStore {
+                let (found, expected) = try await schemaStore.schemaVersions()
+                checks["schema"] = HealthCheck(
+                    ok: found == expected,
+                    detail: found == expected
+                        ? "version \(found)" : "database has schema version \(found), this build expects \(expected)")
+            }
             var missing: [String] = []
             for name in [LeaseKeeper.relay, LeaseKeeper.poller] {
                 let lease = try await store.lease(name)

@@ -287,3 +287,16 @@ extension String {
         return head.lastIndex(of: c)
     }
 }
+
+extension MariaDBConfiguration: CustomReflectable {
+    /// `dump()` and debuggers show the password as `***`, like `description`.
+    public var customMirror: Mirror {
+        Mirror(
+            self,
+            children: [
+                "endpoint": endpoint, "user": user, "password": password == nil ? "nil" : "***",
+                "database": database, "tls": tls, "tlsCA": tlsCA as Any, "connectTimeout": connectTimeout,
+                "readTimeout": readTimeout, "writeTimeout": writeTimeout, "charset": charset, "collation": collation,
+            ], displayStyle: .struct)
+    }
+}

@@ -21,3 +21,10 @@ extension MariaDBWorkflowStore: RunCountingStore {
         }
     }
 }
+
+extension MariaDBWorkflowStore: SchemaVersionStore {
+    public func schemaVersions() async throws -> (found: Int, expected: Int) {
+        let found = try await read("schema version") { c in try SchemaMigrator.version(c) }
+        return (found, SchemaMigrator.currentVersion)
+    }
+}

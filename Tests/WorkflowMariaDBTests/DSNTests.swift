@@ -231,3 +231,15 @@ struct DSNTests {
         #expect("\(leaky)".contains(Self.secret))
     }
 }
+
+@Suite("DSN redaction")
+struct DSNRedactionTests {
+    @Test func dumpNeverShowsThePassword() throws {
+        let config = try MariaDBConfiguration(dsn: "app:Sup3r-S3cret!@tcp(127.0.0.1:3306)/db")
+        var out = ""
+        dump(config, to: &out)
+        #expect(!out.contains("Sup3r-S3cret!"))
+        #expect(out.contains("***"))
+        #expect(!String(reflecting: config).contains("Sup3r-S3cret!"))
+    }
+}

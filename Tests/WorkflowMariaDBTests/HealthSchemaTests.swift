@@ -1,0 +1,32 @@
+import Logging
+import Testing
+import WorkflowEngine
+@testable import WorkflowMariaDB
+
+@Suite("Health: schema check", .timeLimit(.minutes(2)))
+struct HealthSchemaTests {
+    static func definition() throws -> WorkflowDefinition {
+        var b = WorkflowBuilder(name: "w")
+        b.status("A", code: 1, terminal: false)
+        b.status("B", code: 2, terminal: true)
+        b.initial(1)
+        b.step(from: 1, to: [2]) { _ in StepResult(status: 2) }
+        return try b.build()
+    }
+
+    @Test func healthReportsTheSchemaVersionAndFailsOnAMismatch() async throws {
+        try await TestDatabase.with { store, pool in
+            #expect(try await store.schemaVersions() == (1, 1))
+            let engine = try WorkflowEngine(store: store, definitions: [try Self.definition()], logger: TestDatabase.logger)
+            let ok = await engine.health()
+            #expect(ok.checks["schema"] == HealthCheck(ok: true, detail: "version 1"))
+            _ = try await pool.withConnection {
+                try $0.execute("INSERT INTO workflow_schema_version (version, applied_at) VALUES (2, UTC_TIMESTAMP(3))")
+            }
+            let bad = await engine.health()
+            #expect(bad.checks["schema"]?.ok == false)
+            #expect(bad.checks["schema"]?.detail.contains("version 2") == true)
+            #expect(!bad.healthy)
+        }
+    }
+}
