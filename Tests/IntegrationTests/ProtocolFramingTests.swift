@@ -56,6 +56,21 @@ extension ProtocolE2E {
                 }
                 #expect(try c.readLine() == #"{"id":6,"ok":true}"#)
 
+                // The default max_line (1 MiB): exactly 1,048,576 bytes pass, one more is LINE_TOO_LONG.
+                let big = try server.client()
+                let head = #"{"op":"ping","id":"big","pad":""#
+                let exact = head + String(repeating: "z", count: (1 << 20) - head.utf8.count - 2) + #""}"#
+                #expect(exact.utf8.count == 1 << 20)
+                try await onThread { [big = Unchecked(big)] in try big.value.send(exact) }
+                #expect(try big.readLine(timeout: 30) == #"{"id":"big","ok":true}"#)
+                let over = head + String(repeating: "z", count: (1 << 20) - head.utf8.count - 1) + #""}"#
+                let bigBox = Unchecked(big)
+                let writer = Task { try? await onThread { try bigBox.value.send(over) } }
+                let bigLines = try big.readUntilClosed(timeout: 30)
+                _ = await writer.value
+                #expect(bigLines.count == 1, "\(bigLines.map { $0.prefix(100) })")
+                expectError(parsed(bigLines.first), code: "LINE_TOO_LONG", retryable: false)
+
                 // A last line without \n before the end of input is handled; then the server closes.
                 try c.sendRaw(Array(#"{"op":"ping","id":"last"}"#.utf8))
                 c.shutdownWrite()

@@ -291,6 +291,11 @@ extension ProtocolE2E {
                 let c = try server.client()
                 let t0 = Date()
                 let first = try c.call(#"{"op":"submit","order":\#(orderJSON("S-1"))}"#)
+                // S-3 is paused while its payment step runs, and resumed after the step would have ended.
+                try submitOrder(c, "S-3")
+                _ = try c.call(#"{"op":"await","foreign_id":"S-3","status":["OrderValidated"],"timeout_ms":30000}"#, timeout: 40)
+                let paused3 = try c.call(#"{"op":"pause","foreign_id":"S-3"}"#)
+                #expect(paused3["run"]?["run_state"] == .string("Paused") && paused3["run"]?["reason"]?.stringValue?.isEmpty == false, "\(paused3)")
                 #expect(first["created"] == .bool(true), "\(first)")
                 let again = parsed(try c.callLine(#"{"op":"submit","id":"again","order":\#(orderJSON("S-1"))}"#))
                 #expect(again.keySet == ["id", "ok", "run_id", "foreign_id", "status", "created"], "\(again)")
@@ -325,7 +330,16 @@ extension ProtocolE2E {
                 expectError(parsed(try c.callLine(#"{"op":"resume","id":"r2","foreign_id":"S-2"}"#)), code: "INVALID_STATE", retryable: false, id: .string("r2"))
                 expectError(parsed(try c.callLine(#"{"op":"delete_data","foreign_id":"S-2"}"#)), code: "INVALID_STATE", retryable: false)
                 let runID = try #require(resume["run"]?["run_id"]?.stringValue)
+                // A pending await on a run that then ends elsewhere: UNREACHABLE, promptly.
+                let waiter = try server.client()
+                try waiter.send(#"{"op":"await","id":"pending","run_id":"\#(runID)","status":["OrderCompleted"],"timeout_ms":30000}"#)
+                #expect(try waiter.callLine(#"{"op":"ping","id":"w"}"#) == #"{"id":"w","ok":true}"#)
                 let cancel = try c.call(#"{"op":"cancel","run_id":"\#(runID)","reason":"duplicate"}"#)
+                let tc = Date()
+                let pending = parsed(try waiter.readLine(timeout: 10))
+                let prun = expectError(pending, code: "UNREACHABLE", retryable: false, id: .string("pending"), withRun: true)
+                #expect(prun?["run_state"] == .string("Cancelled"), "\(pending)")
+                #expect(Date().timeIntervalSince(tc) < 3)
                 #expect(cancel["run"]?["run_state"] == .string("Cancelled") && cancel["run"]?["reason"] == .string("duplicate"), "\(cancel)")
                 expectError(parsed(try c.callLine(#"{"op":"cancel","run_id":"\#(runID)"}"#)), code: "INVALID_STATE", retryable: false)
                 expectError(parsed(try c.callLine(#"{"op":"resume","run_id":"\#(runID)"}"#)), code: "INVALID_STATE", retryable: false)
@@ -368,6 +382,25 @@ extension ProtocolE2E {
                 #expect(completed["status"] == .string("OrderCompleted"))
                 expectError(parsed(try c.callLine(#"{"op":"pause","foreign_id":"S-1"}"#)), code: "INVALID_STATE", retryable: false)
                 expectError(parsed(try c.callLine(#"{"op":"cancel","foreign_id":"S-1"}"#)), code: "INVALID_STATE", retryable: false)
+                // S-3 stayed paused in OrderValidated although its payment step ended meanwhile;
+                // resumed, it completes with one event per change and consecutive versions.
+                let still = try c.call(#"{"op":"get","foreign_id":"S-3"}"#)["run"] ?? .null
+                #expect(still["run_state"] == .string("Paused") && still["status"] == .string("OrderValidated"), "\(still)")
+                #expect(try c.call(#"{"op":"resume","foreign_id":"S-3"}"#)["run"]?["run_state"] == .string("Running"))
+                let done3 = try awaitFinished(c, "S-3")
+                #expect(done3["status"] == .string("OrderCompleted") && done3["run_state"] == .string("Completed"), "\(done3)")
+                var h3: [JSON] = []
+                for _ in 0..<50 {
+                    h3 = try c.call(#"{"op":"history","foreign_id":"S-3"}"#)["events"]?.arrayValue ?? []
+                    if h3.last?["run_state"] == .string("Completed") { break }
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                #expect(
+                    h3.map { "\($0["status"]?.stringValue ?? "?")/\($0["run_state"]?.stringValue ?? "?")" } == [
+                        "OrderCreated/Initiated", "OrderValidated/Running", "OrderValidated/Paused", "OrderValidated/Running",
+                        "PaymentProcessed/Running", "OrderFulfilled/Running", "OrderCompleted/Completed",
+                    ])
+                #expect(h3.compactMap { $0["version"]?.int64Value } == Array(1...Int64(7)))
                 expectError(parsed(try c.callLine(#"{"op":"pause","foreign_id":"nobody"}"#)), code: "NOT_FOUND", retryable: false)
                 expectError(parsed(try c.callLine(#"{"op":"pause"}"#)), code: "BAD_REQUEST", retryable: false, messagePrefix: "run_id")
                 expectError(parsed(try c.callLine(#"{"op":"cancel","foreign_id":"S-1","reason":5}"#)), code: "BAD_REQUEST", retryable: false, messagePrefix: "reason")
