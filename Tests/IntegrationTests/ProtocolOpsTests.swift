@@ -560,10 +560,7 @@ extension ProtocolE2E {
                 #expect(health.keys == ["ok", "healthy", "checks"], "\(health)")
                 #expect(health["healthy"] == .bool(true), "\(health)")
                 let checks = health["checks"] ?? .null
-                for name in ["database", "leases", "lag", "outbox"] { #expect(checks[name] != nil, "\(name): \(health)") }
-                withKnownIssue("bug: health has no \"schema\" check (PROTOCOL.md lists database, schema, leases, lag, outbox)") {
-                    #expect(checks["schema"] != nil, "\(health)")
-                }
+                for name in ["database", "schema", "leases", "lag", "outbox"] { #expect(checks[name] != nil, "\(name): \(health)") }
                 for name in checks.keys {
                     #expect(checks[name]?.keys == ["ok", "detail"], "\(name): \(health)")
                     #expect(checks[name]?["ok"] == .bool(true), "\(name): \(health)")
