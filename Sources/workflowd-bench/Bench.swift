@@ -30,6 +30,9 @@ struct WorkflowdBench: AsyncParsableCommand {
     @Option(help: "The server's --pool-max-open; the ceiling uses min(concurrency, this) connections.")
     var poolMaxOpen: Int = 25
 
+    @Option(help: "Also measure a batched ceiling: this many orders' transitions per transaction (0 = skip).")
+    var ceilingBatch: Int = 16
+
     @Option(help: "Seconds per ping measurement (default 5; --quick 1).")
     var pingSeconds: Double?
 
@@ -148,15 +151,18 @@ struct WorkflowdBench: AsyncParsableCommand {
 
         // (c) ceiling
         let ceilingConnections = Array(Set(concurrencies.map { min($0, poolMaxOpen) })).sorted()
-        for conns in selected.contains("ceiling") ? ceilingConnections : [] {
+        let ceilingRuns = ceilingConnections.flatMap { c in ([1] + (ceilingBatch > 1 ? [ceilingBatch] : [])).map { (c, $0) } }
+        for (conns, batch) in selected.contains("ceiling") ? ceilingRuns : [] {
             let db = try await dbServer.createDatabase(tag: "ceil")
             do {
-                progress("ceiling: \(orders) orders straight to MariaDB on \(conns) connections + 1 relay")
-                let warm = try await Ceiling.run(database: db, prefix: "w", orders: min(200, max(orders / 10, conns)), connections: conns)
+                progress(
+                    "ceiling: \(orders) orders straight to MariaDB on \(conns) connections + 1 relay, "
+                        + (batch == 1 ? "one transaction per transition" : "\(batch) orders per transaction"))
+                let warm = try await Ceiling.run(database: db, prefix: "w", orders: min(200, max(orders / 10, conns)), connections: conns, batch: batch)
                 _ = warm
                 let statusBefore = await dbServer.globalStatus()
                 let dbCPUBefore = dbServer.privatePid.flatMap { ProcSample.read(pid: $0) }
-                var r = try await Ceiling.run(database: db, prefix: "m", orders: orders, connections: conns)
+                var r = try await Ceiling.run(database: db, prefix: "m", orders: orders, connections: conns, batch: batch)
                 let dbCPUAfter = dbServer.privatePid.flatMap { ProcSample.read(pid: $0) }
                 let statusAfter = await dbServer.globalStatus()
                 r.db = DBCost(
@@ -183,7 +189,17 @@ struct WorkflowdBench: AsyncParsableCommand {
 
         // (d) fan-out
         if selected.contains("fanout") { try await withServer(dbServer, binary: binary, tag: "fan", gatewayMs: 0) { server, _ in
+            progress("fan-out baseline: 1 subscriber, \(fanoutOrders / 2) orders at \(fanoutRate)/s")
+            let base = try runFanout(
+                socket: server.socketPath, prefix: "g\(runTag)", subscribers: 1, orders: fanoutOrders / 2,
+                rate: fanoutRate, threads: 1)
+            progress(
+                String(
+                    format: "  at→delivery p50 %.1f ms p99 %.1f ms; frames %d, missing %d", base.atToDeliveryMs.p50,
+                    base.atToDeliveryMs.p99, base.framesReceived, base.missing))
+            report.fanoutBaseline = base
             progress("fan-out: \(subscribers) subscribers, \(fanoutOrders) orders at \(fanoutRate)/s")
+            let cpuBefore = ProcSample.read(pid: server.pid)
             let r = try runFanout(
                 socket: server.socketPath, prefix: "f\(runTag)", subscribers: subscribers, orders: fanoutOrders,
                 rate: fanoutRate, threads: 2)
@@ -194,6 +210,10 @@ struct WorkflowdBench: AsyncParsableCommand {
             report.fanout = r
             let s = ProcSample.read(pid: server.pid)
             report.fanoutServerRSSMB = s?.hwmMB
+            if let s, let b = cpuBefore {
+                report.fanoutServerCPUus = (s.cpuSeconds - b.cpuSeconds) * 1e6 / Double(max(1, r.framesReceived))
+                progress(String(format: "  server CPU %.1f µs per delivered frame (incl. the orders themselves)", report.fanoutServerCPUus!))
+            }
         } }
 
         let loadAfter = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3)

@@ -26,6 +26,8 @@ struct CeilingResult: Sendable {
     var events: Int
     var relayBatches: Int
     var db: DBCost?
+    /// Orders whose transitions share one transaction (1 = one transaction per transition).
+    var batch: Int = 1
 }
 
 enum Ceiling {
@@ -44,8 +46,10 @@ enum Ceiling {
             'status', status, 'run_state', run_state, 'version', version,
             'at', DATE_FORMAT(updated_at, '%Y-%m-%dT%H:%i:%s.%fZ'), 'reason', reason),
           updated_at, foreign_id, run_id, status, run_state, version, reason
-        FROM workflow_records WHERE run_id IN (?)
+        FROM workflow_records WHERE run_id IN
         """
+
+    static func list(_ n: Int) -> String { "(" + Array(repeating: "?", count: n).joined(separator: ", ") + ")" }
     static let relayLock = """
         SELECT id, workflow_name, foreign_id, run_id, status, run_state, version, created_at, reason
         FROM workflow_outbox ORDER BY id LIMIT ? FOR UPDATE
@@ -65,9 +69,9 @@ enum Ceiling {
     /// Fulfilled (Running) and Completed.
     static let steps: [(Int, Int)] = [(2, 2), (3, 2), (4, 2), (5, 5)]
 
-    static func run(database: BenchDatabase, prefix: String, orders: Int, connections: Int, relayBatch: Int = 500) async throws
-        -> CeilingResult
-    {
+    static func run(
+        database: BenchDatabase, prefix: String, orders: Int, connections: Int, batch: Int = 1, relayBatch: Int = 500
+    ) async throws -> CeilingResult {
         let pool = MariaDBPool(
             configuration: database.configuration,
             pool: PoolConfiguration(maxOpen: connections, maxIdle: connections, maxLifetimeSeconds: 3600),
@@ -118,6 +122,17 @@ enum Ceiling {
             for _ in 0..<connections {
                 g.addTask {
                     while true {
+                        if batch > 1 {
+                            let first = next.withLock { v -> Int in
+                                let f = v + 1
+                                v += batch
+                                return f
+                            }
+                            guard first <= orders else { return }
+                            let ks = Array(first...min(orders, first + batch - 1))
+                            try await batched(pool, prefix: prefix, ks: ks, object: object)
+                            continue
+                        }
                         let k = next.withLock { v -> Int in
                             v += 1
                             return v
@@ -133,7 +148,7 @@ enum Ceiling {
                                     .text("order-processor"), .text(foreignID), .text(runID), .int(1), .int(1),
                                     .bytes(object), .timestamp(t), .timestamp(t), .null, .int(1), .null,
                                 ])
-                            try c.execute(writeOutbox, [.text(runID)])
+                            try c.execute(writeOutbox + list(1), [.text(runID)])
                         }
                         for (i, step) in steps.enumerated() {
                             let version = Int64(i + 2)
@@ -147,7 +162,7 @@ enum Ceiling {
                                 guard r.affectedRows == 1 else {
                                     throw MariaDBError(kind: .badRow, message: "ceiling update matched \(r.affectedRows)")
                                 }
-                                try c.execute(writeOutbox, [.text(runID)])
+                                try c.execute(writeOutbox + list(1), [.text(runID)])
                             }
                         }
                     }
@@ -158,8 +173,50 @@ enum Ceiling {
         writersDone.withLock { $0 = true }
         let (events, batches) = try await relayed
         let seconds = Double(monoNanos() - start) / 1e9
+        let writeTransactions = batch > 1 ? ((orders + batch - 1) / batch) * 5 : orders * 5
         return CeilingResult(
             connections: connections, orders: orders, seconds: seconds, ordersPerSecond: Double(orders) / seconds,
-            transactionsPerSecond: Double(orders * 5 + batches) / seconds, events: events, relayBatches: batches)
+            transactionsPerSecond: Double(writeTransactions + batches) / seconds, events: events, relayBatches: batches,
+            batch: batch)
+    }
+
+    /// The same writes for several orders at once, as the store's batched `update` issues them:
+    /// one transaction per step for the whole group — a multi-row INSERT of the records (the
+    /// store inserts one per `create`; grouping them here is the best case), one conditional
+    /// UPDATE per run, and one outbox INSERT … SELECT for the group.
+    static func batched(_ pool: MariaDBPool, prefix: String, ks: [Int], object: [UInt8]) async throws {
+        let runIDs = ks.map { "\(prefix)-run-\($0)" }
+        let n = ks.count
+        try await pool.transaction { c in
+            let t = now()
+            var values: [SQLValue] = []
+            for k in ks {
+                values += [
+                    .text("order-processor"), .text("\(prefix)-order-\(k)"), .text("\(prefix)-run-\(k)"), .int(1), .int(1),
+                    .bytes(object), .timestamp(t), .timestamp(t), .null, .int(1), .null,
+                ]
+            }
+            let tuples = Array(repeating: "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", count: n).joined(separator: ", ")
+            try c.execute("INSERT INTO workflow_records (\(runColumns)) VALUES \(tuples)", values)
+            try c.execute(writeOutbox + list(n), runIDs.map { .text($0) })
+        }
+        for (i, step) in steps.enumerated() {
+            let version = Int64(i + 2)
+            try await pool.transaction { c in
+                let t = now()
+                for runID in runIDs {
+                    let r = try c.execute(
+                        updateRecord,
+                        [
+                            .int(step.1), .int(step.0), .bytes(object), .null, .timestamp(t), .null, .int(version),
+                            .text(runID), .int(version - 1),
+                        ])
+                    guard r.affectedRows == 1 else {
+                        throw MariaDBError(kind: .badRow, message: "ceiling update matched \(r.affectedRows)")
+                    }
+                }
+                try c.execute(writeOutbox + list(n), runIDs.map { .text($0) })
+            }
+        }
     }
 }

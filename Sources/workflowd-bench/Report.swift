@@ -12,6 +12,8 @@ final class Report {
     var ceilings: [CeilingResult] = []
     var fanout: FanoutResult?
     var fanoutServerRSSMB: Double?
+    var fanoutBaseline: FanoutResult?
+    var fanoutServerCPUus: Double?
 
     init(quick: Bool, loadBefore: String, binary: String) {
         self.quick = quick
@@ -32,9 +34,20 @@ final class Report {
 
     var poolMaxOpen = 25
 
+    /// The ceiling as issue 5 defines it: one transaction per transition.
     func ceiling(for r: OrdersResult?) -> CeilingResult? {
         guard let r else { return nil }
-        return ceilings.first { $0.connections == min(r.concurrency, poolMaxOpen) }
+        return ceilings.first { $0.connections == min(r.concurrency, poolMaxOpen) && $0.batch == 1 }
+    }
+
+    func batchedCeiling(for r: OrdersResult?) -> CeilingResult? {
+        guard let r else { return nil }
+        return ceilings.first { $0.connections == min(r.concurrency, poolMaxOpen) && $0.batch > 1 }
+    }
+
+    var batchedRatio: Double? {
+        guard let s = saturation, let c = batchedCeiling(for: s) else { return nil }
+        return s.ordersPerSecond / c.ordersPerSecond
     }
 
     var ratio: Double? {
@@ -83,7 +96,7 @@ final class Report {
         ]]
         for c in ceilings {
             crow.append([
-                "5 txns/order + relay", "\(c.connections)+1", "\(c.orders)", f(c.seconds), f(c.ordersPerSecond, 0),
+                c.batch == 1 ? "1 txn per transition" : "\(c.batch) orders per txn", "\(c.connections)+1", "\(c.orders)", f(c.seconds), f(c.ordersPerSecond, 0),
                 f(c.transactionsPerSecond, 0), "\(c.relayBatches)", f(c.db?.statementsPerOrder), f(c.db?.commitsPerOrder),
                 f(c.db?.cpuMsPerOrder, 2),
             ])
@@ -101,10 +114,13 @@ final class Report {
         row("p99 submit→completed ms, 20 concurrent", fixed?.latencyMs.p99, 1, "", nil)
         row("ceiling orders/s (\(ceiling(for: sat)?.connections ?? 0) conns)", ceiling(for: sat)?.ordersPerSecond, 0, "", nil)
         row("ratio to ceiling (saturation)", ratio, 2, "", nil)
+        row("batched ceiling orders/s (\(batchedCeiling(for: sat)?.batch ?? 0) orders/txn)", batchedCeiling(for: sat)?.ordersPerSecond, 0, "", nil)
+        row("ratio to batched ceiling (saturation)", batchedRatio, 2, "", nil)
         row("ping/s pipelined, 1 connection", ping?.pipelinedPerSecond, 0, ">= 100000") { $0 >= 100_000 }
         row("ping/s request/reply, 16 connections", ping?.requestReplyPerSecond, 0, "", nil)
         row("fan-out at→delivery p99 ms, \(fanout?.subscribers ?? 0) subs", fanout?.atToDeliveryMs.p99, 1, "<= 5") { $0 <= 5 }
         row("fan-out spread p99 ms (first→each subscriber)", fanout?.spreadMs.p99, 1, "", nil)
+        row("fan-out at→delivery p99 ms, 1 subscriber (baseline)", fanoutBaseline?.atToDeliveryMs.p99, 1, "", nil)
         row("server peak RSS MB (max of scenarios)", peakRSS, 0, "<= 150") { $0 <= 150 }
         row("server CPU s per 1,000 orders (saturation)", sat?.cpuMsPerOrder, 2, "", nil)
         out += pad(s) + "\n"
@@ -155,6 +171,8 @@ final class Report {
         w.key("p99_ms"); num(fix?.latencyMs.p99)
         w.key("ceiling_orders_per_second"); num(ceiling(for: sat)?.ordersPerSecond)
         w.key("ratio_to_ceiling"); num(ratio)
+        w.key("ceiling_batched_orders_per_second"); num(batchedCeiling(for: sat)?.ordersPerSecond)
+        w.key("ratio_to_batched_ceiling"); num(batchedRatio)
         if let fix, let c = ceiling(for: fix) {
             w.key("ratio_to_ceiling_20"); num(fix.ordersPerSecond / c.ordersPerSecond)
         }
@@ -198,6 +216,7 @@ final class Report {
             w.beginObject()
             w.key("connections"); w.int(c.connections)
             w.key("relay_connections"); w.int(1)
+            w.key("orders_per_transaction"); w.int(c.batch)
             w.key("orders"); w.int(c.orders)
             w.key("seconds"); num(c.seconds)
             w.key("orders_per_second"); num(c.ordersPerSecond)
@@ -228,6 +247,10 @@ final class Report {
             w.key("frames_missing"); w.int(fo.missing)
             w.key("at_to_delivery_ms"); pct(fo.atToDeliveryMs)
             w.key("spread_ms"); pct(fo.spreadMs)
+            w.key("server_cpu_us_per_frame"); num(fanoutServerCPUus)
+            if let b = fanoutBaseline {
+                w.key("baseline_1_subscriber_at_to_delivery_ms"); pct(b.atToDeliveryMs)
+            }
             w.endObject()
         }
         w.endObject()
