@@ -19,9 +19,18 @@ public final class MariaDBConnection {
 
     /// Opens a connection. Throws `.unavailable` if the server cannot be reached,
     /// `.configuration` for access problems.
+    /// `mysql_library_init` (`mysql_server_init`) is not thread-safe, and `mysql_init` runs it
+    /// implicitly on first use: two pool threads connecting at once could both run it and
+    /// corrupt the library's global state. A Swift static is initialised exactly once, under a
+    /// lock, before any connection is made.
+    static let libraryInitialised: Bool = mysql_server_init(0, nil, nil) == 0
+
     public init(configuration: MariaDBConfiguration) throws(MariaDBError) {
         self.configuration = configuration
         self.openedAt = monotonicSeconds()
+        guard Self.libraryInitialised else {
+            throw MariaDBError(kind: .unavailable, message: "mysql_library_init failed (out of memory)")
+        }
         guard let m = mysql_init(nil) else {
             throw MariaDBError(kind: .unavailable, message: "mysql_init failed (out of memory)")
         }

@@ -1,3 +1,4 @@
+import CMariaDB
 import Foundation
 import Logging
 
@@ -324,6 +325,8 @@ public final class MariaDBPool: Sendable {
             c.broadcast()
             c.unlock()
             discard()
+            // Free Connector/C's per-thread state before the thread ends.
+            mysql_thread_end()
         }
     }
 }

@@ -34,8 +34,24 @@ struct CrashRecoveryTests {
         // Restart on the same socket path: the stale socket file is replaced.
         let second = try ServerProcess(database: db, env: env, socketPath: first.socketPath)
         try await second.waitReady()
-        try await db.waitFor(
-            "SELECT COUNT(*) FROM workflow_records WHERE run_state = 5", equals: Self.orders, timeout: 180)
+        do {
+            try await db.waitFor(
+                "SELECT COUNT(*) FROM workflow_records WHERE run_state = 5", equals: Self.orders, timeout: 180)
+        } catch {
+            // Say which runs are stuck and why, so a failure here can be diagnosed.
+            let stuck = try await db.query(
+                """
+                SELECT r.foreign_id, r.status, r.run_state, r.version, r.reason, CAST(r.meta AS CHAR),
+                  (SELECT COUNT(*) FROM workflow_timeouts t WHERE t.run_id = r.run_id AND t.completed = 0 AND t.cancelled = 0),
+                  (SELECT MAX(version) FROM workflow_events e WHERE e.run_id = r.run_id)
+                FROM workflow_records r WHERE r.run_state <> 5 LIMIT 10
+                """)
+            let cursors = try await db.query("SELECT name, seq FROM workflow_cursors ORDER BY name")
+            let head = try await db.query("SELECT MAX(seq), (SELECT COUNT(*) FROM workflow_outbox) FROM workflow_events")
+            Issue.record("stuck runs (foreign_id, status, run_state, version, reason, meta, pending timeouts, last event version): \(stuck); cursors: \(cursors); head/outbox: \(head); server log tail: \(second.log.suffix(3000))")
+            second.kill()
+            throw error
+        }
         try await db.waitFor("SELECT COUNT(*) FROM workflow_outbox", equals: 0)
 
         // Every acknowledged order exists and completed.

@@ -144,6 +144,14 @@ final class ServerProcess: @unchecked Sendable {  // used from one test task at 
         return s
     }
 
+    /// A test that fails or throws half-way must not leave a server behind.
+    deinit {
+        if process.isRunning {
+            Glibc.kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
     func client() throws -> LineClient { try LineClient(path: socketPath) }
