@@ -13,30 +13,34 @@ struct CrashRecoveryTests {
         let db = try await IntegrationDatabase.create()
         let env = ["WORKFLOWD_LEASE_TTL_MS": "2000"]
         let first = try await ServerProcess.start(database: db, env: env)
-        let c = try first.client()
-        // Pipeline every submit, then read every reply: each acknowledged one must survive.
+        // Pipeline every submit over ten connections (together they outrun the engine) and kill
+        // the server while submissions are still being answered: under load, mid-stream.
+        let clients = try (0..<10).map { _ in try first.client() }
         for i in 0..<Self.orders {
-            try c.send(#"{"op":"submit","id":\#(i),"order":\#(orderJSON("crash-\(i)"))}"#)
+            try clients[i % clients.count].send(#"{"op":"submit","id":\#(i),"order":\#(orderJSON("crash-\(i)"))}"#)
         }
-        var acknowledged = 0
-        for _ in 0..<Self.orders {
-            guard let line = try c.readLine(timeout: 60) else { break }
-            if try JSONParser.parse(line)["ok"] == .bool(true) { acknowledged += 1 }
+        var acknowledged: [String] = []
+        reading: while true {
+            for c in clients {
+                guard let line = try c.readLine(timeout: 60) else { break reading }
+                let reply = try JSONParser.parse(line)
+                if reply["ok"] == .bool(true), let id = reply["foreign_id"]?.stringValue { acknowledged.append(id) }
+                if acknowledged.count >= Self.orders / 2 { break reading }
+            }
         }
-        #expect(acknowledged == Self.orders)
-        // Kill once the engine is well into the work but not done.
-        try await db.waitFor(
-            "SELECT LEAST(COUNT(*), \(Self.orders)) FROM workflow_events WHERE status >= 2", equals: Self.orders, timeout: 120)
-        let doneAtKill = try await db.int("SELECT COUNT(*) FROM workflow_records WHERE run_state = 5")
         first.kill()
-        #expect(doneAtKill < Self.orders, "the kill came too late to test anything")
+        let doneAtKill = try await db.int("SELECT COUNT(*) FROM workflow_records WHERE run_state = 5")
+        let runsAtKill = try await db.int("SELECT COUNT(*) FROM workflow_records")
+        print("CRASH: SIGKILL with \(acknowledged.count) submits acknowledged, \(runsAtKill) runs stored, \(doneAtKill) completed")
+        #expect(acknowledged.count >= Self.orders / 2)
+        #expect(doneAtKill < runsAtKill, "the kill came too late to test anything")
 
         // Restart on the same socket path: the stale socket file is replaced.
         let second = try ServerProcess(database: db, env: env, socketPath: first.socketPath)
         try await second.waitReady()
         do {
             try await db.waitFor(
-                "SELECT COUNT(*) FROM workflow_records WHERE run_state = 5", equals: Self.orders, timeout: 180)
+                "SELECT COUNT(*) FROM workflow_records WHERE run_state <> 5", equals: 0, timeout: 180)
         } catch {
             // Say which runs are stuck and why, so a failure here can be diagnosed.
             let stuck = try await db.query(
@@ -54,8 +58,12 @@ struct CrashRecoveryTests {
         }
         try await db.waitFor("SELECT COUNT(*) FROM workflow_outbox", equals: 0)
 
-        // Every acknowledged order exists and completed.
-        #expect(try await db.int("SELECT COUNT(*) FROM workflow_records WHERE status = 5") == Self.orders)
+        // Durability: every acknowledged order exists, and every run (acknowledged or not) completed.
+        let runs = try await db.int("SELECT COUNT(*) FROM workflow_records")
+        #expect(runs >= acknowledged.count && runs <= Self.orders)
+        #expect(try await db.int("SELECT COUNT(*) FROM workflow_records WHERE status = 5") == runs)
+        let stored = Set(try await db.query("SELECT foreign_id FROM workflow_records").compactMap { $0[0] })
+        #expect(Set(acknowledged).subtracting(stored).isEmpty, "acknowledged but lost")
         // Exactly once: each run's events carry versions 1…N once each, N = the record's version.
         let bad = try await db.query(
             """
@@ -65,7 +73,7 @@ struct CrashRecoveryTests {
             WHERE e.n <> e.d OR e.lo <> 1 OR e.hi <> r.version OR e.n <> r.version
             """)
         #expect(bad.isEmpty, "runs with missing or repeated versions: \(bad.prefix(5))")
-        #expect(try await db.int("SELECT COUNT(DISTINCT run_id) FROM workflow_events") == Self.orders)
+        #expect(try await db.int("SELECT COUNT(DISTINCT run_id) FROM workflow_events") == runs)
         // Per-run order: versions increase with seq.
         let disorder = try await db.int(
             """
