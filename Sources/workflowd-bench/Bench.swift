@@ -137,8 +137,9 @@ struct WorkflowdBench: AsyncParsableCommand {
                     if let d = result.db {
                         progress(
                             String(
-                                format: "  MariaDB per order: %.1f statements, %.1f prepared executes, %.1f commits, %.1f InnoDB fsyncs, CPU %@ ms%@",
+                                format: "  MariaDB per order: %.1f statements, %.1f prepared executes, %.1f commits, %.1f InnoDB fsyncs, %.2f temp tables (%.2f on disk), CPU %@ ms%@",
                                 d.statementsPerOrder, d.preparedExecutesPerOrder, d.commitsPerOrder, d.logFsyncsPerOrder,
+                                d.tmpTablesPerOrder, d.diskTmpTablesPerOrder,
                                 d.cpuMsPerOrder.map { String(format: "%.2f", $0) } ?? "?", d.shared ? " (shared server: includes other clients)" : ""))
                     }
                     if let e = r.firstError { progress("  first error: \(e.prefix(300))") }
@@ -176,8 +177,8 @@ struct WorkflowdBench: AsyncParsableCommand {
                 if let d = r.db {
                     progress(
                         String(
-                            format: "  MariaDB per order: %.1f statements, %.1f commits, %.1f InnoDB fsyncs, CPU %@ ms", d.statementsPerOrder,
-                            d.commitsPerOrder, d.logFsyncsPerOrder, d.cpuMsPerOrder.map { String(format: "%.2f", $0) } ?? "?"))
+                            format: "  MariaDB per order: %.1f statements, %.1f commits, %.1f InnoDB fsyncs, %.2f temp tables (%.2f on disk), CPU %@ ms", d.statementsPerOrder,
+                            d.commitsPerOrder, d.logFsyncsPerOrder, d.tmpTablesPerOrder, d.diskTmpTablesPerOrder, d.cpuMsPerOrder.map { String(format: "%.2f", $0) } ?? "?"))
                 }
                 report.ceilings.append(r)
             } catch {

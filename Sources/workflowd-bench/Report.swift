@@ -158,6 +158,8 @@ final class Report {
             w.key("commits"); num(d.commitsPerOrder)
             w.key("innodb_fsyncs"); num(d.logFsyncsPerOrder)
             w.key("cpu_ms"); num(d.cpuMsPerOrder)
+            w.key("tmp_tables"); num(d.tmpTablesPerOrder)
+            w.key("disk_tmp_tables"); num(d.diskTmpTablesPerOrder)
             w.key("shared_server"); w.bool(d.shared)
             w.endObject()
         }

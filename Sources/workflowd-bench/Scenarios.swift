@@ -37,6 +37,8 @@ struct DBCost: Sendable {
     var commitsPerOrder: Double
     var logFsyncsPerOrder: Double
     var cpuMsPerOrder: Double?
+    var tmpTablesPerOrder: Double
+    var diskTmpTablesPerOrder: Double
     var shared: Bool
 
     init(before: [String: Int], after: [String: Int], cpuSeconds: Double?, orders: Int, shared: Bool) {
@@ -45,6 +47,8 @@ struct DBCost: Sendable {
         preparedExecutesPerOrder = d("Com_stmt_execute")
         commitsPerOrder = d("Com_commit")
         logFsyncsPerOrder = d("Innodb_data_fsyncs")
+        tmpTablesPerOrder = d("Created_tmp_tables")
+        diskTmpTablesPerOrder = d("Created_tmp_disk_tables")
         cpuMsPerOrder = cpuSeconds.map { $0 * 1000 / Double(max(1, orders)) }
         self.shared = shared
     }

@@ -40,6 +40,7 @@ struct BenchDatabaseServer: Sendable {
 
     static let statusNames = [
         "Questions", "Com_stmt_execute", "Com_commit", "Com_begin", "Com_rollback", "Innodb_data_fsyncs",
+        "Created_tmp_tables", "Created_tmp_disk_tables",
     ]
 
     /// Server-wide counters (SHOW GLOBAL STATUS); on a shared server they include other clients.
