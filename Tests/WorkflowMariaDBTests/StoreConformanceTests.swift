@@ -163,11 +163,13 @@ struct StoreConformanceTests {
             }
             #expect(json == [[r.runID, "1", "1"], [r.runID, "2", "2"]])
 
-            // A meta-only change writes no row; a conflicting update writes none either.
+            // A meta-only change writes no row and keeps the version (event versions stay the
+            // run's versions); a conflicting update writes none either.
             var metaOnly = u.run
-            metaOnly.version = 3
             metaOnly.meta = [9]
             #expect(try await store.update([RunUpdate(run: metaOnly, expectedVersion: 2, emitsEvent: false)]) == [.applied])
+            #expect(try await store.lookup(runID: r.runID) == metaOnly)
+            #expect(try await store.lookup(runID: r.runID)?.version == 2)
             #expect(try await store.update([Fixtures.next(r, status: 5)]) == [.conflict])
             #expect(try await store.outboxStats() == OutboxStats(pending: 2, oldest: r.updatedAt))
 
