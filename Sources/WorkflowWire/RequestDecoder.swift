@@ -70,10 +70,9 @@ public enum RequestDecoder {
             case .string(let s)?:
                 guard !s.isEmpty else { throw .badRequest("order.id: must not be empty") }
                 orderID = s
-            case .number(let n)?:
-                guard Int64(n) != nil else { throw .badRequest("order.id: must be a string or an integer") }
-                orderID = n
-            case let other?: throw .badRequest("order.id: must be a string or an integer, not \(other.typeName)")
+            // The order processor's Order has a string id (PROTOCOL.md's orders use "order-1001"):
+            // refuse anything else here rather than accept a run the workflow must reject.
+            case let other?: throw .badRequest("order.id: must be a string, not \(other.typeName)")
             }
             return .submit(orderID: orderID, order: order.bytes)
         case "trigger":
