@@ -94,7 +94,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "workflowd", "WorkflowMariaDB", "WorkflowEngine", "WorkflowWire", "OrderWorkflow",
+                "workflowd", "workflowctl", "WorkflowMariaDB", "WorkflowEngine", "WorkflowWire", "OrderWorkflow",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swift6),
