@@ -89,7 +89,7 @@ final class Service {
             self.server = WorkflowServer(configuration: serverConfiguration, service: engine, logger: logger)
             self.db = db
         } catch {
-            db.close()
+            await db.close()
             throw error
         }
     }
@@ -115,7 +115,7 @@ final class Service {
         await server.drain()
         engine.shutdown()
         _ = try? await engineTask?.value
-        db.close()
+        await db.close()
     }
 }
 

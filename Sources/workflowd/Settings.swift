@@ -135,7 +135,7 @@ final class DatabaseHandle {
             let server = PrivateMariaDB(directory: settings.dataDirectory + "/mariadb")
             let wasRunning = server.isRunning
             logger.info("starting the embedded MariaDB", metadata: ["dir": "\(server.directory)"])
-            _ = try server.start()
+            _ = try await Blocking.run { try server.start() }
             embedded = server
             startedEmbedded = !wasRunning
             var base = try MariaDBConfiguration(dsn: server.dsn)
@@ -144,7 +144,7 @@ final class DatabaseHandle {
                 try $0.executeText(
                     "CREATE DATABASE IF NOT EXISTS \(Self.embeddedDatabaseName) CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
             }
-            admin.shutdown()
+            await admin.shutdownOffThread()
             base.database = Self.embeddedDatabaseName
             configuration = base
         }
@@ -166,10 +166,15 @@ final class DatabaseHandle {
         config.database = ""
         let admin = MariaDBPool(
             configuration: config, pool: PoolConfiguration(maxOpen: 1, maxIdle: 0, maxLifetimeSeconds: 60), logger: logger)
-        defer { admin.shutdown() }
-        try await admin.withConnection {
-            try $0.executeText("CREATE DATABASE IF NOT EXISTS `\(name)` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+        do {
+            try await admin.withConnection {
+                try $0.executeText("CREATE DATABASE IF NOT EXISTS `\(name)` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+            }
+        } catch {
+            await admin.shutdownOffThread()
+            throw error
         }
+        await admin.shutdownOffThread()
     }
 
     /// A one-line hint for humans on how to look at the tables.
@@ -180,14 +185,23 @@ final class DatabaseHandle {
         return "mariadb (connect as in your DSN) \(configuration.database)"
     }
 
-    func close() {
-        pool.shutdown()
+    /// Closes the pool and stops an embedded server this process started (both block, so they
+    /// run off the cooperative pool).
+    func close() async {
+        await pool.shutdownOffThread()
         if let embedded, startedEmbedded {
             do {
-                try embedded.stop()
+                try await Blocking.run { try embedded.stop() }
             } catch {
                 logger.warning("could not stop the embedded MariaDB", metadata: ["error": "\(error)"])
             }
         }
+    }
+}
+
+extension MariaDBPool {
+    /// `shutdown()` waits for the database threads; do that waiting on a thread of its own.
+    func shutdownOffThread() async {
+        _ = try? await Blocking.run { self.shutdown() }
     }
 }

@@ -42,8 +42,14 @@ struct Migrate: AsyncParsableCommand {
             try await DatabaseHandle.createDatabase(dsn: dsn, logger: logger)
         }
         let db = try await DatabaseHandle(settings: settings, logger: logger)
-        defer { db.close() }
-        let before = try await SchemaMigrator(pool: db.pool, logger: logger).migrate()
+        let before: Int
+        do {
+            before = try await SchemaMigrator(pool: db.pool, logger: logger).migrate()
+        } catch {
+            await db.close()
+            throw error
+        }
+        await db.close()
         let now = SchemaMigrator.currentVersion
         print(before == now ? "schema is at version \(now); nothing to do" : "schema migrated from version \(before) to \(now)")
     }
