@@ -175,8 +175,13 @@ final class StepConsumer: Sendable {
                     await pull(dispatcher: dispatcher)
                     continue
                 }
-                await flushCursor(force: true)
-                await wakeup.wait(milliseconds: 1_000)
+                // Idle: write the cursor, but never more often than `cursorFlushMilliseconds`
+                // (a cursor only bounds the re-reading after a restart; at low load an idle
+                // moment follows almost every event, and a write each time cost more SQL than
+                // the transitions). If a write is still due, come back when it may be made.
+                await flushCursor(force: false)
+                let due = state.withLock { $0.active && $0.lowWater > $0.cursorWritten }
+                await wakeup.wait(milliseconds: due ? config.cursorFlushMilliseconds : 1_000)
                 continue
             }
             await process(batch, epoch: epoch, group: &group, commits: commits)

@@ -74,21 +74,32 @@ extension MariaDBWorkflowStore {
                 FROM workflow_outbox ORDER BY id LIMIT ? FOR UPDATE
                 """, [.int(limit)]
             ).map(Self.decodeOutboxRow)
-            guard let maxID = rows.last?.id else { return [] }
+            if rows.isEmpty { return [] }
+            // The head, read after the lock was granted: a relay that waited for another one's
+            // rows sees the events that one committed. (Read in the same statement as the
+            // locking SELECT it could be older, and the insert would hit a duplicate seq.)
             let head = try Self.head(c)
-            // Copy them server-side, numbering in id order from head + 1.
-            let inserted = try c.execute(
-                """
-                INSERT INTO workflow_events (seq, workflow_name, foreign_id, run_id, status, run_state, version, at, reason)
-                SELECT ? + ROW_NUMBER() OVER (ORDER BY id), workflow_name, foreign_id, run_id, status, run_state,
-                  version, created_at, reason
-                FROM workflow_outbox WHERE id <= ?
-                """, [.int(head), .int(maxID)])
-            let deleted = try c.execute("DELETE FROM workflow_outbox WHERE id <= ?", [.int(maxID)])
-            // A row with a smaller id that committed after our SELECT would be copied or deleted
-            // without being in `rows`: refuse such a batch and try again.
-            guard inserted.affectedRows == rows.count, deleted.affectedRows == rows.count else {
-                throw MariaDBError(kind: .retryableConflict, message: "the outbox changed under the relay")
+            // Copy exactly the locked rows server-side, numbered in id order from head + 1:
+            // FIELD gives each id's position in the ascending list. (No window function and no
+            // ORDER BY, so MariaDB needs no temporary table; the IN list and the FIELD list are
+            // padded to a power of two by repeating the last id, which neither one counts.)
+            var start = 0
+            while start < rows.count {
+                let chunk = rows[start..<min(start + 256, rows.count)]
+                let (list, ids) = Self.inList(chunk.map { .int($0.id) })
+                let inserted = try c.execute(
+                    """
+                    INSERT INTO workflow_events (seq, workflow_name, foreign_id, run_id, status, run_state, version, at, reason)
+                    SELECT ? + FIELD(id, \(list.dropFirst().dropLast())), workflow_name, foreign_id, run_id, status,
+                      run_state, version, created_at, reason
+                    FROM workflow_outbox WHERE id IN \(list)
+                    """, [.int(head + Int64(start))] + ids + ids)
+                let deleted = try c.execute("DELETE FROM workflow_outbox WHERE id IN \(list)", ids)
+                // The rows are locked, so both must touch every one of them.
+                guard inserted.affectedRows == chunk.count, deleted.affectedRows == chunk.count else {
+                    throw MariaDBError(kind: .retryableConflict, message: "the outbox changed under the relay")
+                }
+                start += chunk.count
             }
             return rows.enumerated().map { WorkflowEvent(seq: head + Int64($0.offset) + 1, data: $0.element.data) }
         }

@@ -27,6 +27,13 @@ public final class MariaDBWorkflowStore: WorkflowStore {
         }
     }
 
+    /// A write of one idempotent statement, in autocommit mode: no START TRANSACTION / COMMIT
+    /// round trips. Repeated on a fresh connection if the connection was lost, so only for
+    /// statements that may safely apply twice.
+    func writeOne<T: Sendable>(_ op: String, _ body: @escaping @Sendable (MariaDBConnection) throws -> T) async throws -> T {
+        try await read(op, body)
+    }
+
     func write<T: Sendable>(_ op: String, _ body: @escaping @Sendable (MariaDBConnection) throws -> T) async throws -> T {
         do {
             return try await pool.transaction(body)

@@ -356,8 +356,14 @@ extension ServerCore {
         }
         let set = Set(codes)
         w.statuses = set
-        if set.contains(run.status) || history.contains(where: { set.contains($0.status) }) {
+        if set.contains(run.status) {
             completeAwait(w, Reply.success(id: w.requestID) { out in out.key("run"); encoder.run(run).write(to: &out) })
+            return
+        }
+        if history.contains(where: { set.contains($0.status) }) {
+            // The history was read after the run, so it can hold newer events than `run`:
+            // answer with the run as it is now, never the older copy.
+            finishAwait(w, .reached)
             return
         }
         let seen = w.seen.compactMap { w.judge($0) }
