@@ -4,24 +4,35 @@ import Synchronization
 struct PendingCommit: Sendable {
     var update: RunUpdate
     var previousRunState: RunState
+    /// The consumer whose step produced it (its cursor may advance after the commit).
+    var consumer: StepConsumer? = nil
     /// Called once with the outcome, or nil if the engine was forced to stop before committing.
     var done: @Sendable (UpdateOutcome?) -> Void
 }
 
 /// Group commit: steps finish one by one, their updates are committed together in one
-/// `store.update` call per batch (one transaction, not one per step). While a batch commits,
-/// the next one gathers.
+/// `store.update` call per batch (one transaction, not one per step). One queue serves every
+/// step consumer of the engine, so the transitions of all statuses and partitions share
+/// transactions, and up to `maxInFlight` batches commit at once: while they commit, the next
+/// batch gathers. (Batches never share a run: a run has at most one step in flight.)
 final class CommitQueue: Sendable {
     private struct State {
         var pending: [PendingCommit] = []
         var closed = false
+        var inFlight = 0
+        /// Failed commits in a row (for the back-off).
+        var failures = 0
     }
 
     private let state = Mutex(State())
     private let wakeup = Wakeup()
     private let core: EngineCore
+    private let maxInFlight: Int
 
-    init(core: EngineCore) { self.core = core }
+    init(core: EngineCore, maxInFlight: Int = 1) {
+        self.core = core
+        self.maxInFlight = max(1, maxInFlight)
+    }
 
     func submit(_ commit: PendingCommit) {
         state.withLock { $0.pending.append(commit) }
@@ -34,57 +45,72 @@ final class CommitQueue: Sendable {
         wakeup.signal()
     }
 
-    var isIdle: Bool { state.withLock { $0.pending.isEmpty } }
-
     /// Commits until closed and empty. `afterBatch` runs after every batch (cursor writes).
-    func run(afterBatch: @Sendable () async -> Void) async {
+    func run(afterBatch: @escaping @Sendable ([PendingCommit]) async -> Void) async {
         let limit = core.configuration.commitBatchSize
-        var failures = 0
-        while true {
-            let (batch, closed) = state.withLock { s -> ([PendingCommit], Bool) in
-                let n = min(limit, s.pending.count)
-                let b = Array(s.pending.prefix(n))
-                s.pending.removeFirst(n)
-                return (b, s.closed)
-            }
-            if batch.isEmpty {
-                if closed { return }
-                if Task.isCancelled {
-                    await Task.yield()
-                    continue
-                }
-                await wakeup.wait(milliseconds: 1_000)
-                continue
-            }
-            do {
-                let outcomes = try await core.store.update(batch.map(\.update))
-                failures = 0
-                var wroteEvents = false
-                for (c, outcome) in zip(batch, outcomes) {
-                    if outcome == .applied {
-                        core.counters.applied.add(1, ordering: .relaxed)
-                        wroteEvents = wroteEvents || c.update.emitsEvent
-                    } else {
-                        core.counters.conflicts.add(1, ordering: .relaxed)
+        let maxInFlight = self.maxInFlight
+        await withDiscardingTaskGroup { group in
+            while true {
+                let (batch, finished) = state.withLock { s -> ([PendingCommit], Bool) in
+                    guard s.inFlight < maxInFlight, !s.pending.isEmpty else {
+                        return ([], s.closed && s.pending.isEmpty && s.inFlight == 0)
                     }
+                    let n = min(limit, s.pending.count)
+                    let b = Array(s.pending.prefix(n))
+                    s.pending.removeFirst(n)
+                    s.inFlight += 1
+                    return (b, false)
                 }
-                if wroteEvents { core.relayWakeup.signal() }
-                for (c, outcome) in zip(batch, outcomes) {
-                    if outcome == .applied { await core.runHooks(previous: c.previousRunState, run: c.update.run) }
-                    c.done(outcome)
-                }
-                await afterBatch()
-            } catch {
-                if Task.isCancelled {
-                    for c in batch { c.done(nil) }
+                if finished { return }
+                if batch.isEmpty {
+                    if Task.isCancelled {
+                        await Task.yield()
+                        continue
+                    }
+                    await wakeup.wait(milliseconds: 1_000)
                     continue
                 }
-                // Nothing is known to have committed; the version check makes a repeat harmless.
-                failures += 1
-                core.logger.warning("commit failed; retrying", metadata: ["error": "\(EngineCore.describe(error))"])
-                state.withLock { $0.pending.insert(contentsOf: batch, at: 0) }
-                try? await Task.sleep(for: .milliseconds(min(50 << min(failures, 6), 2_000)))
+                group.addTask {
+                    await self.commit(batch, afterBatch: afterBatch)
+                    self.state.withLock { $0.inFlight -= 1 }
+                    self.wakeup.signal()
+                }
             }
+        }
+    }
+
+    private func commit(_ batch: [PendingCommit], afterBatch: @Sendable ([PendingCommit]) async -> Void) async {
+        do {
+            let outcomes = try await core.store.update(batch.map(\.update))
+            state.withLock { $0.failures = 0 }
+            var wroteEvents = false
+            for (c, outcome) in zip(batch, outcomes) {
+                if outcome == .applied {
+                    core.counters.applied.add(1, ordering: .relaxed)
+                    wroteEvents = wroteEvents || c.update.emitsEvent
+                } else {
+                    core.counters.conflicts.add(1, ordering: .relaxed)
+                }
+            }
+            if wroteEvents { core.relayWakeup.signal() }
+            for (c, outcome) in zip(batch, outcomes) {
+                if outcome == .applied { await core.runHooks(previous: c.previousRunState, run: c.update.run) }
+                c.done(outcome)
+            }
+            await afterBatch(batch)
+        } catch {
+            if Task.isCancelled {
+                for c in batch { c.done(nil) }
+                return
+            }
+            // Nothing is known to have committed; the version check makes a repeat harmless.
+            let failures = state.withLock { s -> Int in
+                s.failures += 1
+                return s.failures
+            }
+            core.logger.warning("commit failed; retrying", metadata: ["error": "\(EngineCore.describe(error))"])
+            try? await Task.sleep(for: .milliseconds(min(50 << min(failures, 6), 2_000)))
+            state.withLock { $0.pending.insert(contentsOf: batch, at: 0) }
         }
     }
 }

@@ -38,6 +38,8 @@ final class StepConsumer: Sendable {
         /// run id → version whose step is running or committing.
         var inFlightRuns: [String: Int64] = [:]
         var inFlight = 0
+        /// Updates submitted to the commit queue whose outcome is not known yet.
+        var committing = 0
         var cursorWritten: Int64 = 0
         var cursorBusy = false
         var lastCursorWrite = ContinuousClock.now
@@ -100,15 +102,18 @@ final class StepConsumer: Sendable {
         if wake { wakeup.signal() }
     }
 
-    func run(dispatcher: EventDispatcher, leases: LeaseKeeper) async {
-        let commits = CommitQueue(core: core)
+    /// Runs until the engine stops; `commits` is the engine's commit queue, which must keep
+    /// running until this returns (the last steps' commits are waited for).
+    func run(dispatcher: EventDispatcher, leases: LeaseKeeper, commits: CommitQueue) async {
         await withDiscardingTaskGroup { group in
-            group.addTask { await commits.run(afterBatch: { await self.flushCursor(force: false) }) }
             await readLoop(group: &group, commits: commits, dispatcher: dispatcher, leases: leases)
             while state.withLock({ $0.inFlight }) > 0, !Task.isCancelled {
                 await wakeup.wait(milliseconds: 100)
             }
-            commits.close()
+        }
+        // Every step has ended; wait for the commits of their updates, then write the cursor.
+        while state.withLock({ $0.committing }) > 0 {
+            await wakeup.wait(milliseconds: 100)
         }
         await flushCursor(force: true)
     }
@@ -280,9 +285,12 @@ final class StepConsumer: Sendable {
             group.addTask {
                 let update = await core.executeStep(run, definition: definition, attempt: 0, completesTimeout: nil)
                 if let update {
+                    self.state.withLock { $0.committing += 1 }
                     commits.submit(
-                        PendingCommit(update: update, previousRunState: run.runState) { outcome in
+                        PendingCommit(update: update, previousRunState: run.runState, consumer: self) { outcome in
                             self.stepDone(run: run, seq: e.seq, epoch: epoch, finished: outcome != nil)
+                            self.state.withLock { $0.committing -= 1 }
+                            self.wakeup.signal()
                         })
                 } else {
                     self.stepDone(run: run, seq: e.seq, epoch: epoch, finished: !Task.isCancelled)

@@ -17,7 +17,7 @@ final class TimeoutPoller: Sendable {
         let commits = CommitQueue(core: core)
         let config = core.configuration
         await withDiscardingTaskGroup { group in
-            group.addTask { await commits.run(afterBatch: {}) }
+            group.addTask { await commits.run(afterBatch: { _ in }) }
             while !core.isStopping, !Task.isCancelled {
                 guard leases.holds(LeaseKeeper.poller) else {
                     await wakeup.wait(milliseconds: 250)

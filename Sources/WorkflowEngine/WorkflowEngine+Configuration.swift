@@ -15,6 +15,9 @@ extension WorkflowEngine {
         public var relayBatchSize: Int = 500
         /// Updates committed per `store.update` call. Default 256.
         public var commitBatchSize: Int = 256
+        /// Batches of step results that commit at once (one queue serves every consumer; while
+        /// these commit, the next batch gathers). Default 2.
+        public var commitConcurrency: Int = 2
         /// Real time between relay attempts when the outbox was empty (rows written by other
         /// instances; local writes wake the relay at once). Default 50 ms.
         public var relayIdleMilliseconds: Int = 50

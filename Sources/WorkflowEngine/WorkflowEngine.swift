@@ -36,7 +36,7 @@ public final class WorkflowEngine: WorkflowService {
             throw WorkflowError(.definition, "two workflow definitions share a name")
         }
         guard configuration.partitionCount >= 1, configuration.maxConcurrentSteps >= 1,
-            configuration.eventBatchSize >= 1, configuration.relayBatchSize >= 1, configuration.commitBatchSize >= 1,
+            configuration.eventBatchSize >= 1, configuration.relayBatchSize >= 1, configuration.commitBatchSize >= 1, configuration.commitConcurrency >= 1,
             configuration.leaseTTLMilliseconds > 0, configuration.maxInstances >= 1
         else {
             throw WorkflowError(.badRequest, "engine configuration: counts and the lease TTL must be positive")
@@ -123,11 +123,29 @@ public final class WorkflowEngine: WorkflowService {
                 self.leases.wakeup.signal()
             }
             group.addTask {
+                // One commit queue for every consumer, so transitions of all statuses and
+                // partitions share transactions; it stops after the last consumer.
+                let commits = CommitQueue(core: self.core, maxInFlight: self.core.configuration.commitConcurrency)
                 await withDiscardingTaskGroup { workers in
-                    for c in self.consumers {
-                        workers.addTask { await c.run(dispatcher: self.dispatcher, leases: self.leases) }
+                    workers.addTask {
+                        await commits.run(afterBatch: { batch in
+                            var flushed = Set<ObjectIdentifier>()
+                            for c in batch {
+                                guard let consumer = c.consumer, flushed.insert(ObjectIdentifier(consumer)).inserted
+                                else { continue }
+                                await consumer.flushCursor(force: false)
+                            }
+                        })
                     }
-                    workers.addTask { await self.poller.run(leases: self.leases) }
+                    workers.addTask {
+                        await withDiscardingTaskGroup { parts in
+                            for c in self.consumers {
+                                parts.addTask { await c.run(dispatcher: self.dispatcher, leases: self.leases, commits: commits) }
+                            }
+                            parts.addTask { await self.poller.run(leases: self.leases) }
+                        }
+                        commits.close()
+                    }
                 }
                 workersDone.fire()
                 self.core.relayWakeup.signal()
