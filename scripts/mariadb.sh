@@ -88,7 +88,7 @@ not_answering() { ! ping_ok; }
 # Serialise start/stop on this folder (the same lock file PrivateMariaDB uses). fd 9 is closed
 # for the server below, or it would hold the lock for its whole life.
 take_lock() {
-    mkdir -p "$dir"
+    mkdir -p "$dir" "$dir/tmp"
     if command -v flock >/dev/null 2>&1; then
         exec 9>"$dir/.lock"
         flock 9
@@ -127,7 +127,7 @@ do_start() {
         local created=0
         [ -e "$datadir" ] || created=1
         if ! "$INSTALL_DB" --no-defaults --user="$user" --datadir="$datadir" \
-            --auth-root-authentication-method=socket --skip-test-db \
+            --auth-root-authentication-method=socket --skip-test-db --tmpdir="$dir/tmp" \
             </dev/null >"$dir/install.log" 2>&1; then
             log_tail "$dir/install.log"
             # A half-initialised datadir would be trusted by the next start.
@@ -144,6 +144,7 @@ do_start() {
         --skip-networking
         --pid-file="$pidfile"
         --log-error="$errlog"
+        --tmpdir="$dir/tmp"
         --character-set-server=utf8mb4
         --collation-server=utf8mb4_unicode_ci
         --max-connections=500

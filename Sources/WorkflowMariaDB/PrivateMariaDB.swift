@@ -103,6 +103,9 @@ public struct PrivateMariaDB: Sendable {
         try checkSocketPathLength()
         let tools = try Tools.locate()
         try createDirectory(directory)
+        // Temporary tables and files go to a folder of this server, not a shared /tmp where
+        // another server's clean-up (or a full disk elsewhere) could meet them.
+        try createDirectory(temporaryDirectory)
         let lock = try FolderLock(path: directory + "/.lock")
         defer { lock.unlock() }
 
@@ -171,6 +174,9 @@ public struct PrivateMariaDB: Sendable {
 
     // MARK: - Steps
 
+    /// The server's own `--tmpdir`.
+    var temporaryDirectory: String { directory + "/tmp" }
+
     private var isInitialised: Bool {
         var isDirectory: ObjCBool = false
         return FileManager.default.fileExists(atPath: dataDirectory + "/mysql", isDirectory: &isDirectory)
@@ -186,6 +192,7 @@ public struct PrivateMariaDB: Sendable {
             "--datadir=\(dataDirectory)",
             "--auth-root-authentication-method=socket",
             "--skip-test-db",
+            "--tmpdir=\(temporaryDirectory)",
         ]
         let status: Int32
         do {
@@ -212,6 +219,7 @@ public struct PrivateMariaDB: Sendable {
             "--skip-networking",
             "--pid-file=\(pidFilePath)",
             "--log-error=\(errorLogPath)",
+            "--tmpdir=\(temporaryDirectory)",
             "--character-set-server=utf8mb4",
             "--collation-server=utf8mb4_unicode_ci",
             "--max-connections=\(configuration.maxConnections)",

@@ -17,7 +17,7 @@ struct CommandLineTests {
     }
 
     /// Runs a tool to completion (with a deadline) and captures its output.
-    static func run(_ tool: String, _ arguments: [String], env: [String: String] = [:], stdin: String? = nil, timeout: Double = 60) throws -> Result {
+    static func run(_ tool: String, _ arguments: [String], env: [String: String] = [:], stdin: String? = nil, timeout: Double = 60) async throws -> Result {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: binary(tool))
         p.arguments = arguments
@@ -44,7 +44,7 @@ struct CommandLineTests {
                 p.terminate()
                 throw TestError("\(tool) \(arguments) did not finish in \(timeout) s")
             }
-            Thread.sleep(forTimeInterval: 0.02)
+            try await Task.sleep(for: .milliseconds(20))  // never block a cooperative thread
         }
         return Result(
             status: p.terminationStatus,
@@ -56,43 +56,43 @@ struct CommandLineTests {
         let db = try await IntegrationDatabase.create()
         let server = try await ServerProcess.start(database: db)
         let s = ["--socket", server.socketPath]
-        func ctl(_ args: [String], stdin: String? = nil) throws -> Result { try Self.run("workflowctl", args + s, stdin: stdin) }
+        func ctl(_ args: [String], stdin: String? = nil) async throws -> Result { try await Self.run("workflowctl", args + s, stdin: stdin) }
 
         // submit from flags: the total is the exact sum of the items.
-        let submitted = try ctl(["submit", "--id", "cli-1", "--customer-name", "Ann", "--email", "ann@example.com",
+        let submitted = try await ctl(["submit", "--id", "cli-1", "--customer-name", "Ann", "--email", "ann@example.com",
                                  "--item", "p1:Laptop:1:1299.99", "--item", "p2:Mouse:2:29.99", "--json"])
         #expect(submitted.status == 0, "\(submitted)")
         let reply = try JSONParser.parse(submitted.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
         #expect(reply["created"] == .bool(true))
         // submit from stdin.
-        let fromStdin = try ctl(["submit", "-", "--json"], stdin: orderJSON("cli-2"))
+        let fromStdin = try await ctl(["submit", "-", "--json"], stdin: orderJSON("cli-2"))
         #expect(fromStdin.status == 0, "\(fromStdin)")
         // await: completes (exit 0) and prints the run.
-        let done = try ctl(["await", "cli-1", "--json"])
+        let done = try await ctl(["await", "cli-1", "--json"])
         #expect(done.status == 0, "\(done)")
         let run = try JSONParser.parse(done.stdout.trimmingCharacters(in: .whitespacesAndNewlines))["run"]
         #expect(run?["status"] == .string("OrderCompleted"))
         #expect(run?["object"]?["total"] == .number("1359.97"), "the exact sum of the items")
-        #expect(try ctl(["await", "cli-2"]).status == 0)
+        #expect(try await ctl(["await", "cli-2"]).status == 0)
         // UNREACHABLE → 5: a finished run never reaches OrderRejected.
-        let unreachable = try ctl(["await", "cli-1", "--status", "OrderRejected"])
+        let unreachable = try await ctl(["await", "cli-1", "--status", "OrderRejected"])
         #expect(unreachable.status == 5, "\(unreachable)")
         // A server error → 1, with the code on stderr.
-        let missing = try ctl(["get", "no-such-order"])
+        let missing = try await ctl(["get", "no-such-order"])
         #expect(missing.status == 1)
         #expect(missing.stderr.contains("NOT_FOUND"), "\(missing)")
         // Tables and lines a human reads.
-        let list = try ctl(["list"])
+        let list = try await ctl(["list"])
         #expect(list.status == 0)
         #expect(list.stdout.contains("cli-1") && list.stdout.contains("OrderCompleted"), "\(list.stdout)")
-        let history = try ctl(["history", "cli-1"])
+        let history = try await ctl(["history", "cli-1"])
         #expect(history.stdout.split(separator: "\n").filter { $0.contains("Order") || $0.contains("Payment") }.count == 5, "\(history.stdout)")
-        #expect(try ctl(["graph"]).stdout.contains("stateDiagram-v2"))
-        #expect(try ctl(["stats"]).status == 0)
-        #expect(try ctl(["ping"]).status == 0)
+        #expect(try await ctl(["graph"]).stdout.contains("stateDiagram-v2"))
+        #expect(try await ctl(["stats"]).status == 0)
+        #expect(try await ctl(["ping"]).status == 0)
         // Usage error → 2; no server → 3.
-        #expect(try ctl(["await", "cli-1", "--timeout-ms", "-5"]).status == 2)
-        let noServer = try Self.run("workflowctl", ["ping", "--socket", server.socketPath + ".nobody"])
+        #expect(try await ctl(["await", "cli-1", "--timeout-ms", "-5"]).status == 2)
+        let noServer = try await Self.run("workflowctl", ["ping", "--socket", server.socketPath + ".nobody"])
         #expect(noServer.status == 3, "\(noServer)")
 
         #expect(try await server.terminate() == 0)
@@ -103,8 +103,8 @@ struct CommandLineTests {
         let db = try await IntegrationDatabase.create()
         let server = try await ServerProcess.start(database: db, env: ["WORKFLOWD_PAYMENT_LATENCY_MS": "600000"])
         let s = ["--socket", server.socketPath]
-        #expect(try Self.run("workflowctl", ["submit", "-"] + s, stdin: orderJSON("slow-1")).status == 0)
-        let r = try Self.run("workflowctl", ["await", "slow-1", "--timeout-ms", "300"] + s)
+        #expect(try await Self.run("workflowctl", ["submit", "-"] + s, stdin: orderJSON("slow-1")).status == 0)
+        let r = try await Self.run("workflowctl", ["await", "slow-1", "--timeout-ms", "300"] + s)
         #expect(r.status == 4, "\(r)")
         server.kill()
         await db.drop()
@@ -113,7 +113,7 @@ struct CommandLineTests {
     @Test func demoRunsTheSeedWalkthrough() async throws {
         let db = try await IntegrationDatabase.create()
         let dir = NSTemporaryDirectory() + "wfdemo-\(UInt32.random(in: 0...UInt32.max))"
-        let r = try Self.run(
+        let r = try await Self.run(
             "workflowd", ["demo", "--dsn", db.dsn, "--data-dir", dir, "--socket", dir + "/d.sock"],
             env: ServerProcess.quietEnvironment, timeout: 120)
         #expect(r.status == 0, "\(r.stdout)\n\(r.stderr)")

@@ -14,74 +14,74 @@ import Darwin
 @Suite(.serialized)
 struct PrivateMariaDBTests {
     @Test(.timeLimit(.minutes(2)))
-    func startAnswersOnTheSocketAndStopRemovesIt() throws {
+    func startAnswersOnTheSocketAndStopRemovesIt() async throws {
         let folder = try TemporaryFolder()
         defer { folder.remove() }
         let server = PrivateMariaDB(directory: folder.path + "/db")
         #expect(!server.isRunning)
 
-        let socket = try server.start()
+        let socket = try await offThread { try server.start() }
         defer { try? server.stop() }
         #expect(socket == folder.path + "/db/mysqld.sock")
         #expect(socket == server.socketPath)
         #expect(server.isRunning)
         #expect(server.dsn == "\(server.user)@unix(\(socket))/")
 
-        let answer = try query(socket: socket, user: server.user, "SELECT 1")
+        let answer = try await queryOffThread(socket: socket, user: server.user, "SELECT 1")
         #expect(answer == "1")
-        let settings = try query(
+        let settings = try await queryOffThread(
             socket: socket, user: server.user,
             "SELECT @@character_set_server, @@collation_server, @@max_connections, @@skip_networking")
         #expect(settings == "utf8mb4\tutf8mb4_unicode_ci\t500\t1")
 
         let pid = try #require(readPid(server.pidFilePath))
-        try server.stop()
+        try await offThread { try server.stop() }
         #expect(!server.isRunning)
         #expect(!FileManager.default.fileExists(atPath: socket))
         #expect(!FileManager.default.fileExists(atPath: server.pidFilePath))
         #expect(!processExists(pid), "mariadbd (pid \(pid)) still runs after stop()")
-        #expect(throws: (any Error).self) { try query(socket: socket, user: server.user, "SELECT 1") }
+        await #expect(throws: (any Error).self) { try await queryOffThread(socket: socket, user: server.user, "SELECT 1") }
 
         // Stopping a stopped server is a no-op.
-        try server.stop()
+        try await offThread { try server.stop() }
     }
 
     @Test(.timeLimit(.minutes(2)))
-    func secondStartReusesTheRunningServerAndARestartKeepsTheData() throws {
+    func secondStartReusesTheRunningServerAndARestartKeepsTheData() async throws {
         let folder = try TemporaryFolder()
         defer { folder.remove() }
         let server = PrivateMariaDB(directory: folder.path + "/db")
         defer { try? server.stop() }
 
-        try server.start()
+        try await offThread { try server.start() }
         let firstPid = try #require(readPid(server.pidFilePath))
-        _ = try query(socket: server.socketPath, user: server.user, "CREATE DATABASE kept_across_restarts")
+        _ = try await queryOffThread(socket: server.socketPath, user: server.user, "CREATE DATABASE kept_across_restarts")
 
         // Another handle on the same folder (as another process would have) reuses the server.
-        let again = try PrivateMariaDB(directory: folder.path + "/db").start()
+        let again = try await offThread { try PrivateMariaDB(directory: folder.path + "/db").start() }
         #expect(again == server.socketPath)
         #expect(readPid(server.pidFilePath) == firstPid)
 
-        try server.stop()
+        try await offThread { try server.stop() }
         #expect(!processExists(firstPid))
-        try server.start()
+        try await offThread { try server.start() }
         let secondPid = try #require(readPid(server.pidFilePath))
         #expect(secondPid != firstPid)
-        let databases = try query(
+        let databases = try await queryOffThread(
             socket: server.socketPath, user: server.user,
             "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = 'kept_across_restarts'")
         #expect(databases == "1")
-        try server.stop()
+        try await offThread { try server.stop() }
         #expect(!server.isRunning)
     }
 
     @Test(.timeLimit(.minutes(2)))
-    func aStalePidFileAndSocketFromACrashAreCleared() throws {
+    func aStalePidFileAndSocketFromACrashAreCleared() async throws {
         let folder = try TemporaryFolder()
         defer { folder.remove() }
         let server = PrivateMariaDB(directory: folder.path + "/db")
         defer { try? server.stop() }
-        try server.start()
+        try await offThread { try server.start() }
         let pid = try #require(readPid(server.pidFilePath))
 
         // Simulate a crash: the server dies without removing its pid file and socket.
@@ -95,14 +95,14 @@ struct PrivateMariaDBTests {
         #expect(FileManager.default.fileExists(atPath: server.pidFilePath))
         #expect(!server.isRunning)
 
-        try server.start()
+        try await offThread { try server.start() }
         #expect(readPid(server.pidFilePath) != pid)
-        #expect(try query(socket: server.socketPath, user: server.user, "SELECT 1") == "1")
-        try server.stop()
+        #expect(try await queryOffThread(socket: server.socketPath, user: server.user, "SELECT 1") == "1")
+        try await offThread { try server.stop() }
     }
 
     @Test(.timeLimit(.minutes(2)))
-    func aSocketPathThatDoesNotFitIsAClearError() throws {
+    func aSocketPathThatDoesNotFitIsAClearError() async throws {
         let folder = try TemporaryFolder()
         defer { folder.remove() }
         let deep = folder.path + "/" + String(repeating: "d", count: 120)
@@ -115,7 +115,7 @@ struct PrivateMariaDBTests {
     }
 
     @Test(.timeLimit(.minutes(2)))
-    func aServerThatCannotStartReportsItsErrorLog() throws {
+    func aServerThatCannotStartReportsItsErrorLog() async throws {
         let folder = try TemporaryFolder()
         defer { folder.remove() }
         var configuration = PrivateMariaDB.Configuration()
@@ -150,6 +150,10 @@ private struct ClientFailed: Error, CustomStringConvertible {
 
 /// Runs one statement with the `mariadb` command-line client over the socket; returns its
 /// batch output (tab-separated, no column names), trimmed.
+private func queryOffThread(socket: String, user: String, _ sql: String) async throws -> String {
+    try await offThread { try query(socket: socket, user: user, sql) }
+}
+
 private func query(socket: String, user: String, _ sql: String) throws -> String {
     let client = ["/usr/bin/mariadb", "/usr/local/bin/mariadb", "/usr/bin/mysql"].first {
         FileManager.default.isExecutableFile(atPath: $0)

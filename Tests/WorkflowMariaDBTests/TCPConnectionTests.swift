@@ -14,9 +14,9 @@ struct TCPConnectionTests {
         config.extraServerArguments = ["--skip-networking=0", "--bind-address=127.0.0.1", "--port=\(port)"]
         let dir = "/tmp/wf-tcp-\(getpid())-\(port)"
         let server = PrivateMariaDB(directory: dir, configuration: config)
-        _ = try server.start()
+        _ = try await offThread { try server.start() }
         defer {
-            try? server.stop()
+            try? server.stop()  // (a defer cannot await; stopping takes well under a second)
             try? FileManager.default.removeItem(atPath: dir)
         }
         let admin = MariaDBPool(

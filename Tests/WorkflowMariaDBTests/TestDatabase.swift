@@ -107,6 +107,18 @@ extension TestDatabase {
 
 /// A thread-safe box for counters and logs shared by concurrent tasks and pool threads.
 // @unchecked Sendable: `stored` is read and written only while `lock` is held.
+/// Runs blocking work (starting or stopping mariadbd, a command-line client) on a thread of
+/// its own and awaits it: never on the cooperative pool, which has only as many threads as
+/// cores (2 in CI) and which every other test running in parallel needs.
+@discardableResult
+func offThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread {
+            do { continuation.resume(returning: try work()) } catch { continuation.resume(throwing: error) }
+        }.start()
+    }
+}
+
 final class Locked<Value>: @unchecked Sendable {
     private let lock = NSLock()
     private var stored: Value

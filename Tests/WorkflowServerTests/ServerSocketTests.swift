@@ -176,7 +176,7 @@ let order1 = #"{"id":"ORD-1","customer_name":"Zoë","email":"z@example.com","ite
             let (output, seconds) = try await onThread { () -> (String, Double) in
                 let p = Process()
                 p.executableURL = URL(fileURLWithPath: "/bin/sh")
-                p.arguments = ["-c", "printf '%s\\n%s\\n' '{\"op\":\"ping\",\"id\":1}' '{\"op\":\"ping\",\"id\":2}' | socat - UNIX-CONNECT:\(path)"]
+                p.arguments = ["-c", "printf '%s\\n%s\\n' '{\"op\":\"ping\",\"id\":1}' '{\"op\":\"ping\",\"id\":2}' | socat -t 10 - UNIX-CONNECT:\(path)"]
                 let pipe = Pipe()
                 p.standardOutput = pipe
                 let start = Date()
@@ -186,8 +186,9 @@ let order1 = #"{"id":"ORD-1","customer_name":"Zoë","email":"z@example.com","ite
                 return (String(decoding: data, as: UTF8.self), Date().timeIntervalSince(start))
             }
             #expect(output == #"{"id":1,"ok":true}"# + "\n" + #"{"id":2,"ok":true}"# + "\n")
-            // socat waits 0.5 s for the server after its own EOF; closing promptly beats that.
-            #expect(seconds < 0.45)
+            // After its own EOF socat waits up to 10 s (-t 10) for the server to close; a server
+            // that closes once the replies are out ends it long before (slack for a loaded machine).
+            #expect(seconds < 5, "socat ran \(seconds) s: the server did not close after the half-close")
         }
     }
 
