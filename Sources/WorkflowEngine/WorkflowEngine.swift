@@ -205,6 +205,10 @@ public final class WorkflowEngine: WorkflowService {
         return events
     }
 
+    public func loggedHistory(runID: String) async throws -> [WorkflowEvent] {
+        try await core.store.history(runID: runID)
+    }
+
     public func events(after seq: Int64, filter: EventFilter, limit: Int) async throws -> [WorkflowEvent] {
         try await core.store.events(after: seq, filter: filter, limit: limit)
     }

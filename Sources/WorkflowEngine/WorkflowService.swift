@@ -12,7 +12,12 @@ public protocol WorkflowService: Sendable {
     func run(id: String) async throws -> Run?
     func latestRun(workflow: String, foreignID: String) async throws -> Run?
     func list(_ query: RunQuery) async throws -> RunPage
+    /// The run's events; waits (briefly) for the relay until the log holds the run's current
+    /// version, so a reader sees its own writes.
     func history(runID: String) async throws -> [WorkflowEvent]
+    /// The run's events already in the log, without waiting for the relay: for a reader that
+    /// also listens to live events (registered before this call), which bring the rest.
+    func loggedHistory(runID: String) async throws -> [WorkflowEvent]
     /// Pause, resume, cancel or delete-data under the version check; throws INVALID_STATE when
     /// the run state does not allow it, NOT_FOUND when there is no such run.
     func control(_ command: RunCommand, runID: String, reason: String?) async throws -> Run
@@ -30,6 +35,10 @@ public protocol WorkflowService: Sendable {
 
     func stats() async throws -> EngineStats
     func health() async -> HealthReport
+}
+
+extension WorkflowService {
+    public func loggedHistory(runID: String) async throws -> [WorkflowEvent] { try await history(runID: runID) }
 }
 
 public struct EventListenerToken: Hashable, Sendable {

@@ -287,14 +287,15 @@ extension ServerCore {
             let logger = self.logger
             let ref = a.run
             Task {
-                let result = await attempt { try await ServerCore.resolve(ref, service).runID }.mapError {
+                let result = await attempt { try await ServerCore.resolve(ref, service) }.mapError {
                     ServerCore.mapError($0, op: "await", logger: logger)
                 }
                 loop.execute {
                     let conn = bound.value
                     switch result {
-                    case .success(let runID):
-                        core.value.watch(runID: runID, refs: a.statuses, deadline: deadline, ticket: ticket, id: id, on: conn)
+                    case .success(let run):
+                        core.value.watch(
+                            runID: run.runID, knownRun: run, refs: a.statuses, deadline: deadline, ticket: ticket, id: id, on: conn)
                     case .failure(let e):
                         conn.reply(ticket, Reply.failure(id: id, e))
                     }
@@ -303,9 +304,11 @@ extension ServerCore {
         }
     }
 
+    /// `knownRun`, when the caller has just read the run, saves reading it again: a copy read
+    /// before the watcher is registered is enough, because the history is read after it.
     private func watch(
-        runID: String, refs: [StatusRef], deadline: UInt64, ticket: SessionStateMachine.Ticket, id: RequestID?,
-        on conn: Connection
+        runID: String, knownRun: Run? = nil, refs: [StatusRef], deadline: UInt64, ticket: SessionStateMachine.Ticket,
+        id: RequestID?, on conn: Connection
     ) {
         guard !conn.isClosed else { return }
         if isDraining {
@@ -323,8 +326,11 @@ extension ServerCore {
         let loop = self.loop
         Task {
             let result = await attempt { () async throws -> RunAndHistory in
-                let run = try await ServerCore.resolve(.runID(runID), service)
-                let history = try await service.history(runID: runID)
+                let run: Run
+                if let knownRun { run = knownRun } else { run = try await ServerCore.resolve(.runID(runID), service) }
+                // The watcher is registered: events the log does not hold yet arrive live, so
+                // there is no need to wait for the relay here.
+                let history = try await service.loggedHistory(runID: runID)
                 return RunAndHistory(run: run, history: history)
             }
             loop.execute { core.value.awaitLoaded(bound.value, result) }
