@@ -17,13 +17,39 @@ final class EngineCore: Sendable {
     let stopRequested = OneShot()
     let counters = Counters()
 
-    /// Cheap counters for `stats`-like introspection and tests.
+    /// Cheap counters for metrics and tests; updated from any thread.
     final class Counters: Sendable {
         let stepsRun = Atomic<Int>(0)
         let stepFailures = Atomic<Int>(0)
         let applied = Atomic<Int>(0)
         let conflicts = Atomic<Int>(0)
         let timeoutsFired = Atomic<Int>(0)
+        /// Failed calls to the store in the engine's loops (each is retried).
+        let storeErrors = Atomic<Int>(0)
+        /// Events a step consumer did not act on, by reason (`SkipReason` order).
+        let skipped = CounterVector(count: SkipReason.allCases.count)
+        /// Events delivered to this instance, by the run state they record (`RunState` order).
+        let eventsByRunState = CounterVector(count: RunState.allCases.count)
+        /// Time a step took, from its start to its result (not the commit).
+        let stepLatency = LatencyHistogram()
+
+        func skip(_ reason: SkipReason, _ n: Int = 1) {
+            if n > 0 { skipped.add(reason.index, n) }
+        }
+    }
+
+    /// Why a step consumer passes over an event.
+    enum SkipReason: String, CaseIterable {
+        /// A newer event of the same run is in the same batch, or the run is already being stepped.
+        case superseded
+        /// The run no longer exists.
+        case runMissing = "run_missing"
+        /// The run has moved on since the event (its version is newer).
+        case staleVersion = "stale_version"
+        /// The run is paused, cancelled or finished.
+        case notRunnable = "not_runnable"
+
+        var index: Int { Self.allCases.firstIndex(of: self)! }
     }
 
     init(
@@ -117,6 +143,8 @@ final class EngineCore: Sendable {
     ) async -> RunUpdate? {
         counters.stepsRun.add(1, ordering: .relaxed)
         let input = StepInput(run: run, now: clock.now(), attempt: attempt)
+        let started = ContinuousClock.now
+        defer { counters.stepLatency.observe(started.duration(to: .now)) }
         do {
             let result = try await definition.runStep(from: run.status, input)
             return transition(run, to: result, definition: definition, now: clock.now(), completesTimeout: completesTimeout)

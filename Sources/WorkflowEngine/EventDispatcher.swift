@@ -58,6 +58,7 @@ final class EventDispatcher: Sendable {
                 state.withLock { $0.position = max($0.position, head) }
                 return
             } catch {
+                core.counters.storeErrors.add(1, ordering: .relaxed)
                 core.logger.warning("reading the log head failed", metadata: ["error": "\(EngineCore.describe(error))"])
                 try? await Task.sleep(for: .milliseconds(200))
             }
@@ -89,6 +90,7 @@ final class EventDispatcher: Sendable {
                 }
             } catch {
                 if Task.isCancelled { return }
+                core.counters.storeErrors.add(1, ordering: .relaxed)
                 core.logger.warning("relay failed", metadata: ["error": "\(EngineCore.describe(error))"])
                 try? await Task.sleep(for: .milliseconds(100))
             }
@@ -113,6 +115,11 @@ final class EventDispatcher: Sendable {
             return s.listeners.sorted { $0.key < $1.key }.map(\.value)
         }
         for l in listeners { l(events) }
+        var byState = Array(repeating: 0, count: RunState.allCases.count)
+        for e in events {
+            if let i = RunState.allCases.firstIndex(of: e.runState) { byState[i] += 1 }
+        }
+        for (i, n) in byState.enumerated() where n > 0 { core.counters.eventsByRunState.add(i, n) }
         var shares: [ObjectIdentifier: [WorkflowEvent]] = [:]
         for e in events where e.runState == .initiated || e.runState == .running {
             guard let byPartition = consumers[e.workflow]?[e.status] else { continue }

@@ -89,6 +89,7 @@ final class LeaseKeeper: Sendable {
                 }
             }
         } catch {
+            core.counters.storeErrors.add(1, ordering: .relaxed)
             core.logger.warning("lease renewal failed", metadata: ["error": "\(EngineCore.describe(error))"])
         }
     }

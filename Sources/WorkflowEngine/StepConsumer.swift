@@ -220,6 +220,7 @@ final class StepConsumer: Sendable {
                 s.parked = []
                 s.needsPull = true
             }
+            core.counters.storeErrors.add(1, ordering: .relaxed)
             core.logger.warning("reading events failed", metadata: ["consumer": "\(name)"])
             try? await Task.sleep(for: .milliseconds(200))
         }
@@ -249,6 +250,7 @@ final class StepConsumer: Sendable {
                 latest[id] = nil
             }
         }
+        core.counters.skip(.superseded, finished.count)
         finish(finished, epoch: epoch)
         guard !latest.isEmpty else { return }
         let runs: [Run]
@@ -262,6 +264,7 @@ final class StepConsumer: Sendable {
                 for e in back { s.outstanding.remove(e.seq) }
                 s.inbox.insert(contentsOf: back, at: s.inboxHead)
             }
+            core.counters.storeErrors.add(1, ordering: .relaxed)
             core.logger.warning("loading runs failed", metadata: ["consumer": "\(name)"])
             try? await Task.sleep(for: .milliseconds(200))
             return
@@ -273,6 +276,11 @@ final class StepConsumer: Sendable {
             guard let run = byID[e.runID], run.version == e.version, run.status == status,
                 EngineCore.runnable.contains(run.runState)
             else {
+                let reason: EngineCore.SkipReason =
+                    if let run = byID[e.runID] {
+                        run.version != e.version || run.status != status ? .staleVersion : .notRunnable
+                    } else { .runMissing }
+                core.counters.skip(reason)
                 skipped.append(e.seq)
                 continue
             }
@@ -345,5 +353,11 @@ final class StepConsumer: Sendable {
     /// The last cursor this consumer wrote and whether it is active (for tests and stats).
     var snapshot: (active: Bool, cursor: Int64, position: Int64) {
         state.withLock { ($0.active, $0.cursorWritten, $0.position) }
+    }
+
+    /// Events delivered to this instance that this consumer has not finished (nil when it does
+    /// not hold its partition). Memory only: no database call.
+    func lag(head: Int64) -> Int64? {
+        state.withLock { s in s.active ? max(0, head - s.lowWater) : nil }
     }
 }

@@ -42,6 +42,10 @@ extension WorkflowEngine {
         public var random: @Sendable () -> Double = { Double.random(in: 0..<1) }
         /// Health: consumer lag (events) above which `lag` is unhealthy. Default 10 000.
         public var healthMaxLag: Int64 = 10_000
+        /// How often each active consumer's lag is compared with `healthMaxLag`; a consumer
+        /// that passes it logs one warning, and one line when it is back under half of it.
+        /// Default 5 000 ms.
+        public var lagCheckMilliseconds: Int = 5_000
         /// Health: oldest outbox row age above which `outbox` is unhealthy. Default 30 000 ms.
         public var healthMaxOutboxAgeMilliseconds: Int64 = 30_000
 

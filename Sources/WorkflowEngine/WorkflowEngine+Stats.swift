@@ -70,3 +70,58 @@ extension WorkflowEngine {
     /// Seconds since this engine object was made.
     public var uptimeMilliseconds: Int64 { core.clock.now().milliseconds - startedAtMilliseconds }
 }
+
+extension WorkflowEngine {
+    /// Metrics of this instance: gauges read from the store now (one `stats()`), counters since
+    /// start. Names and meanings are listed in docs/operations.md.
+    public func metrics() async throws -> [MetricFamily] {
+        typealias F = MetricFamily
+        typealias L = MetricFamily.Label
+        let s = try await stats()
+        let now = core.clock.now()
+        let c = core.counters
+        var families: [F] = []
+
+        var byStatus: [F.Sample] = []
+        var byRunState: [F.Sample] = []
+        for wf in workflows {
+            for st in wf.statuses {
+                byStatus.append(.init(
+                    labels: [L("workflow", wf.name), L("status", st.name)], value: Double(s.byStatus[wf.name]?[st.code] ?? 0)))
+            }
+            for rs in RunState.allCases {
+                byRunState.append(.init(
+                    labels: [L("workflow", wf.name), L("run_state", rs.name)], value: Double(s.byRunState[wf.name]?[rs] ?? 0)))
+            }
+        }
+        families.append(F("workflowd_runs", .gauge, help: "Runs by workflow and status.", samples: byStatus))
+        families.append(F("workflowd_runs_by_run_state", .gauge, help: "Runs by workflow and run state.", samples: byRunState))
+        families.append(F("workflowd_outbox_pending", .gauge, help: "Outbox rows not yet relayed into the event log.", value: Double(s.outbox.pending)))
+        let oldestAge = s.outbox.oldest.map { Double(max(0, now.milliseconds - $0.milliseconds)) / 1000 } ?? 0
+        families.append(F("workflowd_outbox_oldest_age_seconds", .gauge, help: "Age of the oldest outbox row (0 when empty).", value: oldestAge))
+        families.append(F("workflowd_event_log_head", .gauge, help: "Newest seq in the event log.", value: Double(s.head)))
+        families.append(F("workflowd_events_delivered_head", .gauge, help: "Newest seq this instance has delivered to its consumers and subscribers.", value: Double(deliveredHead)))
+        families.append(F(
+            "workflowd_consumer_lag_events", .gauge, help: "Events in the log after the consumer's cursor.",
+            samples: s.consumers.map { .init(labels: [L("consumer", $0.name)], value: Double($0.lag)) }))
+        families.append(F("workflowd_consumer_lag_max_events", .gauge, help: "The largest consumer lag.", value: Double(s.consumers.map(\.lag).max() ?? 0)))
+
+        families.append(F("workflowd_steps_total", .counter, help: "Steps run.", value: Double(c.stepsRun.load(ordering: .relaxed))))
+        families.append(F("workflowd_step_failures_total", .counter, help: "Steps that threw (each becomes a retry or, after the last attempt, a pause).", value: Double(c.stepFailures.load(ordering: .relaxed))))
+        families.append(F("workflowd_step_duration_seconds", .histogram, help: "Time from a step's start to its result.", samples: c.stepLatency.samples()))
+        families.append(F("workflowd_transitions_applied_total", .counter, help: "Run updates committed by this instance.", value: Double(c.applied.load(ordering: .relaxed))))
+        families.append(F("workflowd_transition_conflicts_total", .counter, help: "Run updates refused by the version check (another writer was first).", value: Double(c.conflicts.load(ordering: .relaxed))))
+        families.append(F("workflowd_timeouts_fired_total", .counter, help: "Timeouts fired by this instance.", value: Double(c.timeoutsFired.load(ordering: .relaxed))))
+        let skipped = c.skipped.snapshot
+        families.append(F(
+            "workflowd_events_skipped_total", .counter, help: "Events a step consumer passed over, by reason.",
+            samples: EngineCore.SkipReason.allCases.enumerated().map { .init(labels: [L("reason", $1.rawValue)], value: Double(skipped[$0])) }))
+        let byState = c.eventsByRunState.snapshot
+        families.append(F(
+            "workflowd_run_state_changes_total", .counter, help: "Events delivered to this instance, by the run state they record.",
+            samples: RunState.allCases.enumerated().map { .init(labels: [L("run_state", $1.name)], value: Double(byState[$0])) }))
+        families.append(F("workflowd_store_errors_total", .counter, help: "Failed database calls in the engine's loops (each is retried).", value: Double(c.storeErrors.load(ordering: .relaxed))))
+        families.append(F("workflowd_leases_held", .gauge, help: "Leases (relay, poller, consumer partitions, member slot) this instance holds.", value: Double(heldLeases.count)))
+        return families
+    }
+}

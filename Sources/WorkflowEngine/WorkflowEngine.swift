@@ -150,6 +150,7 @@ public final class WorkflowEngine: WorkflowService {
                 workersDone.fire()
                 self.core.relayWakeup.signal()
             }
+            group.addTask { await self.watchLag(until: dispatcherDone) }
             group.addTask {
                 await self.core.stopRequested.wait()
                 if Task.isCancelled { return }
@@ -160,6 +161,31 @@ public final class WorkflowEngine: WorkflowService {
             }
         }
         finished.fire()
+    }
+
+    /// Logs one warning when a consumer's lag passes `healthMaxLag` and one line when it is
+    /// back under half of it: a line per episode, not per check.
+    private func watchLag(until done: OneShot) async {
+        let threshold = core.configuration.healthMaxLag
+        var alerting: Set<String> = []
+        while await !done.wait(milliseconds: core.configuration.lagCheckMilliseconds) {
+            let head = dispatcher.knownHead
+            for c in consumers {
+                guard let lag = c.lag(head: head) else {
+                    alerting.remove(c.name)
+                    continue
+                }
+                if lag > threshold, alerting.insert(c.name).inserted {
+                    core.logger.warning(
+                        "consumer lag passed the alert threshold",
+                        metadata: ["consumer": "\(c.name)", "lag": "\(lag)", "threshold": "\(threshold)"])
+                } else if lag <= threshold / 2, alerting.remove(c.name) != nil {
+                    core.logger.notice(
+                        "consumer lag back under the alert threshold",
+                        metadata: ["consumer": "\(c.name)", "lag": "\(lag)", "threshold": "\(threshold)"])
+                }
+            }
+        }
     }
 
     // MARK: WorkflowService

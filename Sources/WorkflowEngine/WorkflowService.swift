@@ -35,9 +35,13 @@ public protocol WorkflowService: Sendable {
 
     func stats() async throws -> EngineStats
     func health() async -> HealthReport
+    /// The engine's metrics (counts read from the store, counters kept in memory), for the
+    /// `metrics` op and the HTTP endpoint.
+    func metrics() async throws -> [MetricFamily]
 }
 
 extension WorkflowService {
+    public func metrics() async throws -> [MetricFamily] { [] }
     public func loggedHistory(runID: String) async throws -> [WorkflowEvent] { try await history(runID: runID) }
 }
 

@@ -32,6 +32,9 @@ public struct Configuration: Sendable {
     public var closeGraceMilliseconds: UInt64 = 1_000
     /// `listen(2)` backlog, default 511.
     public var listenBacklog: Int32 = 511
+    /// Where to serve Prometheus metrics over HTTP (`GET /metrics`): an IP address literal and
+    /// a port. Default nil: no HTTP endpoint (the `metrics` op is always there).
+    public var metricsListen: (address: String, port: Int)?
     /// Reported by `hello`, default "workflowd".
     public var serverName: String = "workflowd"
     /// Reported by `hello`, default "0.1.0".

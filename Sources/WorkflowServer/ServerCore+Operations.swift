@@ -10,6 +10,7 @@ extension ServerCore {
         let id = request.id
         let service = self.service
         let encoder = self.encoder
+        metrics.request(request.operation.name)
         switch request.operation {
         case .ping:
             conn.reply(ticket, Reply.success(id: id))
@@ -108,6 +109,12 @@ extension ServerCore {
                     checks: report.checks.keys.sorted().map { HealthInfo.Check(name: $0, ok: report.checks[$0]!.ok, detail: report.checks[$0]!.detail) })
                 return Reply.success(id: id, info.writeMembers)
             }
+        case .metrics:
+            let text = metricsText()
+            spawn(conn, ticket, id, op: "metrics") {
+                let body = try await text()
+                return Reply.success(id: id) { w in w.key("metrics"); w.string(body) }
+            }
         case .subscribe(let args):
             subscribe(args, ticket: ticket, id: id, on: conn)
         case .unsubscribe(let sub):
@@ -123,6 +130,17 @@ extension ServerCore {
         }
     }
 
+    /// Collects the metrics text: the server's counters are read now, on the loop thread; the
+    /// returned closure reads the engine's (database queries) and renders, off the loop.
+    func metricsText() -> @Sendable () async throws -> String {
+        let uptime = startedAt.duration(to: .now).components
+        let own = metrics.families(
+            connections: connectionCount, subscriptions: hub.count,
+            uptimeSeconds: Double(uptime.seconds) + Double(uptime.attoseconds) / 1e18)
+        let service = self.service
+        return { PrometheusText.render(own + (try await service.metrics())) }
+    }
+
     /// Runs `body` in a Task and sends its reply (or its error) back through the loop.
     private func spawn(
         _ conn: Connection, _ ticket: SessionStateMachine.Ticket, _ id: RequestID?, op: String,
@@ -131,18 +149,20 @@ extension ServerCore {
         let bound = LoopBound(conn)
         let loop = self.loop
         let logger = self.logger
+        let metrics = self.metrics
         Task {
             let bytes: [UInt8] =
                 switch await attempt(body) {
                 case .success(let b): b
-                case .failure(let error): Reply.failure(id: id, ServerCore.mapError(error, op: op, logger: logger))
+                case .failure(let error): Reply.failure(id: id, ServerCore.mapError(error, op: op, logger: logger, metrics: metrics))
                 }
             loop.execute { bound.value.reply(ticket, bytes) }
         }
     }
 
-    static func mapError(_ error: any Error, op: String, logger: Logger) -> WireError {
+    static func mapError(_ error: any Error, op: String, logger: Logger, metrics: ServerMetrics) -> WireError {
         let (wire, log) = wireError(from: error)
+        metrics.error(wire.code)
         if log {
             logger.error("request failed", metadata: ["op": "\(op)", "error": "\(String(reflecting: error))"])
         }
@@ -254,7 +274,7 @@ extension ServerCore {
         guard !conn.isClosed else { return }
         switch head {
         case .failure(let error):
-            conn.reply(ticket, Reply.failure(id: id, ServerCore.mapError(error, op: "subscribe", logger: logger)))
+            conn.reply(ticket, Reply.failure(id: id, ServerCore.mapError(error, op: "subscribe", logger: logger, metrics: metrics)))
         case .success(let head):
             let position: Int64 =
                 switch from {
@@ -285,10 +305,11 @@ extension ServerCore {
             let service = self.service
             let loop = self.loop
             let logger = self.logger
+            let metrics = self.metrics
             let ref = a.run
             Task {
                 let result = await attempt { try await ServerCore.resolve(ref, service) }.mapError {
-                    ServerCore.mapError($0, op: "await", logger: logger)
+                    ServerCore.mapError($0, op: "await", logger: logger, metrics: metrics)
                 }
                 loop.execute {
                     let conn = bound.value
@@ -343,7 +364,7 @@ extension ServerCore {
         let history: [WorkflowEvent]
         switch result {
         case .failure(let error):
-            completeAwait(w, Reply.failure(id: w.requestID, ServerCore.mapError(error, op: "await", logger: logger)))
+            completeAwait(w, Reply.failure(id: w.requestID, ServerCore.mapError(error, op: "await", logger: logger, metrics: metrics)))
             return
         case .success(let loaded):
             run = loaded.run
@@ -396,6 +417,7 @@ extension ServerCore {
         let encoder = self.encoder
         let loop = self.loop
         let logger = self.logger
+        let metrics = self.metrics
         let id = w.requestID
         let runID = w.runID
         Task {
@@ -411,7 +433,7 @@ extension ServerCore {
             let bytes: [UInt8] =
                 switch result {
                 case .success(let b): b
-                case .failure(let error): Reply.failure(id: id, ServerCore.mapError(error, op: "await", logger: logger))
+                case .failure(let error): Reply.failure(id: id, ServerCore.mapError(error, op: "await", logger: logger, metrics: metrics))
                 }
             loop.execute { core.value.completeAwait(bound.value, bytes) }
         }

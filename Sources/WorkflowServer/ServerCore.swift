@@ -19,6 +19,7 @@ final class ServerCore {
     let encoder: PayloadEncoder
     private(set) var hub: SubscriptionHub!
     let startedAt = ContinuousClock.now
+    let metrics = ServerMetrics()
 
     /// One read buffer for the whole loop: libuv fills it and the read callback consumes it
     /// before returning, so connections never need their own.
@@ -30,6 +31,7 @@ final class ServerCore {
     private var connections: [UInt64: Connection] = [:]
     private var nextConnectionID: UInt64 = 1
     private var listenerToken: EventListenerToken?
+    private var metricsListener: MetricsHTTPListener?
 
     private enum Phase {
         case running
@@ -91,6 +93,17 @@ final class ServerCore {
             uv_run(loop.loop, UV_RUN_NOWAIT)  // let the close finish
             throw ServerError(.system, "cannot listen on the socket", uvError: uvErrorName(rc))
         }
+        if let m = configuration.metricsListen {
+            let listener = MetricsHTTPListener(core: self)
+            do {
+                try listener.bind(address: m.address, port: m.port)
+            } catch {
+                closeListener()
+                uv_run(loop.loop, UV_RUN_NOWAIT)
+                throw error
+            }
+            metricsListener = listener
+        }
         let hub = LoopBound(self.hub!)
         let encoder = self.encoder
         let loop = self.loop
@@ -123,11 +136,13 @@ final class ServerCore {
         let full = connections.count >= configuration.maxConnections
         connections[id] = conn
         if full {
+            metrics.refused()
             logger.debug("connection refused: limit", metadata: ["session.id": "\(id)"])
             conn.refuse(
                 Reply.failure(id: nil, WireError(.limit, "too many connections (max \(configuration.maxConnections))")))
             return
         }
+        metrics.accepted()
         logger.trace("connection opened", metadata: ["session.id": "\(id)"])
         conn.startReading()
     }
@@ -196,6 +211,7 @@ final class ServerCore {
             listenerToken = nil
         }
         closeListener()
+        metricsListener?.close()
         logger.info("server stopped")
         loop.closeQueue()
     }

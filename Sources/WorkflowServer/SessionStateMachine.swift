@@ -382,7 +382,7 @@ struct SessionStateMachine {
                 s.nextAwaitTicket += 1
                 s.awaitsInFlight += 1
             case .hello, .ping, .submit, .trigger, .get, .list, .history, .subscribe, .unsubscribe, .control, .stats,
-                .graph, .health:
+                .graph, .health, .metrics:
                 ticket = Ticket(number: s.nextTicket, ordered: true)
                 if s.orderedPending == 0 {
                     s.headTicket = s.nextTicket

@@ -28,6 +28,8 @@ public enum Operation: Sendable, Equatable {
     case stats
     case graph(workflow: String)
     case health
+    /// Prometheus text of the server's and the engine's metrics (an addition to PROTOCOL.md).
+    case metrics
 
     /// The `op` name on the wire.
     public var name: String {
@@ -46,13 +48,14 @@ public enum Operation: Sendable, Equatable {
         case .stats: "stats"
         case .graph: "graph"
         case .health: "health"
+        case .metrics: "metrics"
         }
     }
 
     /// Every op name the server knows.
     public static let names: [String] = [
         "hello", "ping", "submit", "trigger", "get", "list", "history", "await", "subscribe", "unsubscribe",
-        "pause", "resume", "cancel", "delete_data", "stats", "graph", "health",
+        "pause", "resume", "cancel", "delete_data", "stats", "graph", "health", "metrics",
     ]
 }
 

@@ -60,6 +60,7 @@ public enum RequestDecoder {
         case "ping": return .ping
         case "stats": return .stats
         case "health": return .health
+        case "metrics": return .metrics
         case "graph": return .graph(workflow: try f.string("workflow") ?? defaultWorkflow)
         case "submit":
             guard let order = f["order"] else { throw .badRequest("order: missing") }

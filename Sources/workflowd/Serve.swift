@@ -27,6 +27,12 @@ struct ServerOptions: ParsableArguments {
     @Option(name: .customLong("lease-ttl-ms"), help: "Lease lifetime in ms; holders renew at a fifth of it (env WORKFLOWD_LEASE_TTL_MS, default 10000).")
     var leaseTTL: Int?
 
+    @Option(name: .customLong("metrics-listen"), help: "Serve Prometheus metrics over HTTP at ADDRESS:PORT, e.g. 127.0.0.1:9464 or [::1]:9464 (env WORKFLOWD_METRICS_LISTEN, default off).")
+    var metricsListen: String?
+
+    @Option(name: .customLong("lag-alert"), help: "Consumer lag in events that logs a warning and makes `health` unhealthy (env WORKFLOWD_LAG_ALERT, default 10000).")
+    var lagAlert: Int?
+
     @Flag(name: .customLong("no-migrate"), help: "Do not apply the schema at start-up (for a user without CREATE rights; run `workflowd migrate` as an admin).")
     var noMigrate = false
 
@@ -42,7 +48,35 @@ struct ServerOptions: ParsableArguments {
         c.maxLine = try Settings.int(maxLine, env, "WORKFLOWD_MAX_LINE", "--max-line", 1 << 20, 1024...(64 << 20))
         c.maxConnections = try Settings.int(maxConnections, env, "WORKFLOWD_MAX_CONNECTIONS", "--max-connections", 1024, 1...100_000)
         c.serverVersion = WorkflowdVersion.string
+        if let text = metricsListen ?? env["WORKFLOWD_METRICS_LISTEN"], !text.isEmpty {
+            guard let address = Self.listenAddress(text) else {
+                throw SettingsError(
+                    message: "\(metricsListen != nil ? "--metrics-listen" : "WORKFLOWD_METRICS_LISTEN"): '\(text)' is not ADDRESS:PORT such as 127.0.0.1:9464 or [::1]:9464")
+            }
+            c.metricsListen = address
+        }
         return c
+    }
+
+    /// "127.0.0.1:9464" or "[::1]:9464" → (address, port); the address must be an IP literal.
+    static func listenAddress(_ text: String) -> (address: String, port: Int)? {
+        let host: Substring
+        let portText: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else { return nil }
+            host = text[text.index(after: text.startIndex)..<close]
+            portText = text[text.index(close, offsetBy: 2)...]
+        } else {
+            guard let colon = text.lastIndex(of: ":"), !text[..<colon].contains(":") else { return nil }
+            host = text[..<colon]
+            portText = text[text.index(after: colon)...]
+        }
+        guard let port = Int(portText), (1...65_535).contains(port), !host.isEmpty else { return nil }
+        let h = String(host)
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        guard inet_pton(AF_INET, h, &v4) == 1 || inet_pton(AF_INET6, h, &v6) == 1 else { return nil }
+        return (h, port)
     }
 
     func engineConfiguration(env: [String: String]) throws -> WorkflowEngine.Configuration {
@@ -51,6 +85,7 @@ struct ServerOptions: ParsableArguments {
         let ttl = try Settings.int(leaseTTL, env, "WORKFLOWD_LEASE_TTL_MS", "--lease-ttl-ms", 10_000, 500...600_000)
         c.leaseTTLMilliseconds = Int64(ttl)
         c.leaseRenewMilliseconds = max(100, ttl / 5)
+        c.healthMaxLag = Int64(try Settings.int(lagAlert, env, "WORKFLOWD_LAG_ALERT", "--lag-alert", 10_000, 1...1_000_000_000))
         return c
     }
 }
