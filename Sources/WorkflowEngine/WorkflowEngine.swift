@@ -21,6 +21,8 @@ public final class WorkflowEngine: WorkflowService {
     let dispatcher: EventDispatcher
     let consumers: [StepConsumer]
     let poller: TimeoutPoller
+    /// New runs are written in group commits.
+    let creates: CreateBatcher
     private let runTask = Mutex<Task<Void, Never>?>(nil)
     let startedAtMilliseconds: Int64
     /// Fired when `run()` has stopped every part.
@@ -62,6 +64,8 @@ public final class WorkflowEngine: WorkflowService {
         self.leases = leases
         self.dispatcher = EventDispatcher(core: core, leases: leases, consumers: consumers)
         self.poller = TimeoutPoller(core: core)
+        self.creates = CreateBatcher(
+            store: core.store, maxBatch: configuration.commitBatchSize, maxInFlight: configuration.commitConcurrency)
         self.startedAtMilliseconds = clock.now().milliseconds
     }
 
@@ -200,7 +204,7 @@ public final class WorkflowEngine: WorkflowService {
         let run = Run(
             workflow: workflow, foreignID: foreignID, runID: core.ids.next(now: now), runState: .initiated,
             status: definition.initialStatus, version: 1, object: object, createdAt: now, updatedAt: now)
-        let result = try await core.store.create(
+        let result = try await creates.create(
             NewRun(run: run, timeouts: definition.newTimeouts(for: definition.initialStatus, now: now)))
         if case .created = result { core.relayWakeup.signal() }
         return result

@@ -157,6 +157,10 @@ public protocol RecordStore: Sendable {
     /// Inserts the run and its outbox row in one transaction. If an unfinished run exists for
     /// the same (workflow, foreign id) — the database refuses a second — returns that one.
     func create(_ new: NewRun) async throws -> CreateRunResult
+    /// Creates several runs in one transaction, each as `create(_:)` would (a run whose foreign
+    /// id has an unfinished run gives `.existing`), results in the same order. Throws if the
+    /// transaction fails as a whole; the caller may then create the runs one by one.
+    func create(batch: [NewRun]) async throws -> [CreateRunResult]
     /// Applies each update conditionally on its version, writing its outbox row and timeout
     /// changes in the same transaction. Many updates go in one transaction; if that transaction
     /// fails for a reason other than a version conflict, each is retried on its own, so one bad
@@ -286,4 +290,13 @@ public protocol LeaseStore: Sendable {
     /// Gives the lease up if `holder` has it.
     @discardableResult func releaseLease(_ name: String, holder: String) async throws -> Bool
     func lease(_ name: String) async throws -> Lease?
+}
+
+extension RecordStore {
+    /// One transaction per run: for stores without a batched create.
+    public func create(batch: [NewRun]) async throws -> [CreateRunResult] {
+        var results: [CreateRunResult] = []
+        for n in batch { results.append(try await create(n)) }
+        return results
+    }
 }

@@ -2,35 +2,65 @@ import WorkflowEngine
 
 extension MariaDBWorkflowStore {
     public func create(_ new: NewRun) async throws -> CreateRunResult {
-        let run = new.run
-        precondition(run.version == 1, "a new run starts at version 1")
+        try await create(batch: [new])[0]
+    }
+
+    /// One transaction for the whole batch: each run is inserted (or its unfinished namesake
+    /// returned), then one outbox insert and one timeout insert cover every created run. A
+    /// deadlock or lock wait re-runs the whole body (nothing of it committed).
+    public func create(batch: [NewRun]) async throws -> [CreateRunResult] {
+        guard !batch.isEmpty else { return [] }
+        for n in batch { precondition(n.run.version == 1, "a new run starts at version 1") }
         return try await write("create") { c in
-            for _ in 0..<5 {
-                do {
-                    try c.execute(
-                        "INSERT INTO workflow_records (\(Self.runColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [
-                            .text(run.workflow), .text(run.foreignID), .text(run.runID), .int(run.runState.rawValue),
-                            .int(run.status), .bytes(run.object), .timestamp(run.createdAt), .timestamp(run.updatedAt),
-                            .optionalBytes(run.meta), .int(run.version), .optionalText(run.reason),
-                        ])
-                } catch let e as MariaDBError where e.kind == .duplicateKey && e.message.contains("uniq_active_run") {
-                    // The database refused a second unfinished run for this foreign id: return it.
-                    let rows = try c.query(
-                        "SELECT \(Self.runColumns) FROM workflow_records WHERE workflow_name = ? AND active_foreign_id = ?",
-                        [.text(run.workflow), .text(run.foreignID)])
-                    if let row = rows.first { return .existing(try Self.decodeRun(row)) }
-                    continue  // it finished in between: try the insert again
+            var results: [CreateRunResult] = []
+            results.reserveCapacity(batch.count)
+            var created: [String] = []
+            var timeoutRows: [[SQLValue]] = []
+            for new in batch {
+                let result = try Self.insertRun(c, new.run)
+                if case .created(let run) = result {
+                    created.append(run.runID)
+                    timeoutRows += new.timeouts.map { Self.timeoutRow(run, $0, now: run.createdAt) }
                 }
-                try Self.writeOutbox(c, runIDs: [run.runID])
-                if !new.timeouts.isEmpty {
-                    try Self.insertRows(
-                        c, prefix: Self.timeoutInsert, tuple: Self.timeoutTuple,
-                        rows: new.timeouts.map { Self.timeoutRow(run, $0, now: run.createdAt) })
-                }
-                return .created(run)
+                results.append(result)
             }
-            throw MariaDBError(kind: .retryableConflict, message: "foreign id kept changing state during create")
+            try Self.writeOutbox(c, runIDs: created)
+            if !timeoutRows.isEmpty {
+                try Self.insertRows(c, prefix: Self.timeoutInsert, tuple: Self.timeoutTuple, rows: timeoutRows)
+            }
+            return results
+        }
+    }
+
+    /// Inserts one run, or returns the unfinished run the unique key says already exists.
+    static func insertRun(_ c: MariaDBConnection, _ run: Run) throws -> CreateRunResult {
+        for _ in 0..<5 {
+            if try insertUnlessActive(c, run) { return .created(run) }
+            // The database refused a second unfinished run for this foreign id (only that
+            // statement failed; the transaction goes on): return that run.
+            let rows = try c.query(
+                "SELECT \(Self.runColumns) FROM workflow_records WHERE workflow_name = ? AND active_foreign_id = ?",
+                [.text(run.workflow), .text(run.foreignID)])
+            if let row = rows.first { return .existing(try Self.decodeRun(row)) }
+            // It finished in between: try the insert again.
+        }
+        throw MariaDBError(kind: .retryableConflict, message: "foreign id kept changing state during create")
+    }
+
+    /// False when the unique key on unfinished runs refused the row.
+    private static func insertUnlessActive(_ c: MariaDBConnection, _ run: Run) throws(MariaDBError) -> Bool {
+        do {
+            try c.execute(
+                "INSERT INTO workflow_records (\(Self.runColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    .text(run.workflow), .text(run.foreignID), .text(run.runID), .int(run.runState.rawValue),
+                    .int(run.status), .bytes(run.object), .timestamp(run.createdAt), .timestamp(run.updatedAt),
+                    .optionalBytes(run.meta), .int(run.version), .optionalText(run.reason),
+                ])
+            return true
+        } catch {
+            if error.kind == .duplicateKey && error.message.contains("uniq_active_run") { return false }
+            throw error
         }
     }
 

@@ -1,0 +1,51 @@
+import Testing
+import WorkflowEngine
+
+@testable import WorkflowMariaDB
+
+/// `create(batch:)`: many new runs in one transaction, with the unique key on unfinished runs
+/// deciding per run.
+@Suite("MariaDB batched create")
+struct BatchCreateTests {
+    @Test func aBatchCreatesEachRunOnceAndReturnsUnfinishedNamesakes() async throws {
+        try await TestDatabase.with { store, _ async throws in
+            // An unfinished run for "dup-old" exists before the batch.
+            let old = Fixtures.run(foreignID: "dup-old")
+            #expect(try await store.create(NewRun(run: old)) == .created(old))
+
+            let a = Fixtures.run(foreignID: "a")
+            let b1 = Fixtures.run(foreignID: "b")
+            let b2 = Fixtures.run(foreignID: "b")  // same foreign id inside the batch
+            let again = Fixtures.run(foreignID: "dup-old")
+            let deadline = NewTimeout(kind: .timeout, status: 1, expireAt: Timestamp(milliseconds: Fixtures.t0.milliseconds + 30_000))
+            let results = try await store.create(batch: [
+                NewRun(run: a, timeouts: [deadline]), NewRun(run: b1), NewRun(run: b2), NewRun(run: again),
+            ])
+            #expect(results == [.created(a), .created(b1), .existing(b1), .existing(old)])
+
+            // One outbox row per created run, none for the namesakes.
+            let outbox = try await store.outboxBatch(limit: 100)
+            #expect(Set(outbox.map(\.data.runID)) == [old.runID, a.runID, b1.runID])
+            #expect(outbox.count == 3)
+            // The timeout of the created run, with its run.
+            let timeouts = try await store.timeouts(runID: a.runID)
+            #expect(timeouts.map(\.expireAt) == [deadline.expireAt])
+            #expect(try await store.timeouts(runID: b2.runID).isEmpty)
+            #expect(try await store.lookup(runID: b2.runID) == nil)
+            #expect(try await store.lookup(runID: again.runID) == nil)
+        }
+    }
+
+    @Test func aBatchThatFailsLeavesNothingBehind() async throws {
+        try await TestDatabase.with { store, _ async throws in
+            let good = Fixtures.run(foreignID: "good")
+            // A foreign id longer than the column: the database refuses that row (strict mode).
+            let bad = Fixtures.run(foreignID: String(repeating: "x", count: 300))
+            await #expect(throws: (any Error).self) { try await store.create(batch: [NewRun(run: good), NewRun(run: bad)]) }
+            #expect(try await store.lookup(runID: good.runID) == nil, "the good run was rolled back with the batch")
+            #expect(try await store.outboxBatch(limit: 10).isEmpty)
+            // On its own the good run goes in.
+            #expect(try await store.create(batch: [NewRun(run: good)]) == [.created(good)])
+        }
+    }
+}
