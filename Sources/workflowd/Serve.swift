@@ -15,6 +15,12 @@ struct ServerOptions: ParsableArguments {
     @Option(name: .customLong("socket-mode"), help: "Socket file permissions in octal (env WORKFLOWD_SOCKET_MODE, default 0660).")
     var socketMode: String?
 
+    @Option(name: .customLong("allow-uid"), help: "Only these user ids may connect, e.g. 0,1000 (env WORKFLOWD_ALLOW_UIDS; a peer whose uid or gid is allowed is served; default: anyone who may open the socket).")
+    var allowUID: String?
+
+    @Option(name: .customLong("allow-gid"), help: "Only these group ids may connect, e.g. 0,1000 (env WORKFLOWD_ALLOW_GIDS; see --allow-uid).")
+    var allowGID: String?
+
     @Option(name: .customLong("max-line"), help: "Longest request line in bytes (env WORKFLOWD_MAX_LINE, default 1048576).")
     var maxLine: Int?
 
@@ -39,10 +45,36 @@ struct ServerOptions: ParsableArguments {
             }
             c.socketMode = mode
         }
+        c.allowedPeers = try Self.allowList(uids: allowUID, gids: allowGID, env: env)
         c.maxLine = try Settings.int(maxLine, env, "WORKFLOWD_MAX_LINE", "--max-line", 1 << 20, 1024...(64 << 20))
         c.maxConnections = try Settings.int(maxConnections, env, "WORKFLOWD_MAX_CONNECTIONS", "--max-connections", 1024, 1...100_000)
         c.serverVersion = WorkflowdVersion.string
         return c
+    }
+
+    /// The peer allow-list from `--allow-uid` / `--allow-gid` (or their variables); nil when
+    /// neither is set. An empty variable counts as unset; an empty flag is an error.
+    static func allowList(uids: String?, gids: String?, env: [String: String]) throws -> PeerAllowList? {
+        func ids(_ flag: String?, _ flagName: String, _ variable: String) throws -> Set<UInt32>? {
+            let text: String
+            let source: String
+            if let flag {
+                (text, source) = (flag, flagName)
+            } else if let value = env[variable], !value.isEmpty {
+                (text, source) = (value, variable)
+            } else {
+                return nil
+            }
+            do {
+                return try PeerAllowList.parseIDs(text)
+            } catch {
+                throw SettingsError(message: "\(source): \(error.message)")
+            }
+        }
+        let u = try ids(uids, "--allow-uid", "WORKFLOWD_ALLOW_UIDS")
+        let g = try ids(gids, "--allow-gid", "WORKFLOWD_ALLOW_GIDS")
+        if u == nil && g == nil { return nil }
+        return PeerAllowList(uids: u ?? [], gids: g ?? [])
     }
 
     func engineConfiguration(env: [String: String]) throws -> WorkflowEngine.Configuration {
