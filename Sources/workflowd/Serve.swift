@@ -33,7 +33,7 @@ struct ServerOptions: ParsableArguments {
     @Option(name: .customLong("lease-ttl-ms"), help: "Lease lifetime in ms; holders renew at a fifth of it (env WORKFLOWD_LEASE_TTL_MS, default 10000).")
     var leaseTTL: Int?
 
-    @Flag(name: .customLong("no-migrate"), help: "Do not apply the schema at start-up (for a user without CREATE rights; run `workflowd migrate` as an admin).")
+    @Flag(name: .customLong("no-migrate"), help: "Do not apply the schema at start-up, only check that it is current (run `workflowd migrate` as an admin).")
     var noMigrate = false
 
     func serverConfiguration(dataDirectory: String, env: [String: String]) throws -> ServerConfiguration {
@@ -110,8 +110,13 @@ final class Service {
         try FileManager.default.createDirectory(atPath: settings.dataDirectory, withIntermediateDirectories: true)
         let db = try await DatabaseHandle(settings: settings, logger: logger)
         do {
-            if !options.noMigrate {
-                try await SchemaMigrator(pool: db.pool, logger: logger).migrate()
+            // With the schema current, neither path needs more than SELECT: `serve` runs with a
+            // user that may only read and write the tables (docs/operations.md, "Least privilege").
+            let migrator = SchemaMigrator(pool: db.pool, logger: logger)
+            if options.noMigrate {
+                try await migrator.verify()
+            } else {
+                try await migrator.migrate()
             }
             let store = MariaDBWorkflowStore(pool: db.pool, logger: logger)
             let engine = try WorkflowEngine(
