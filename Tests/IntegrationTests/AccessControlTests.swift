@@ -66,10 +66,13 @@ struct AccessControlTests {
             #expect(!byGroup.log.contains("connection refused"), "\(byGroup.log)")
             #expect(try await byGroup.terminate() == 0, "\(byGroup.log)")
 
-            // Admitted by user id, from the variable.
+            // Admitted by user id, from the variable; --socket-mode reaches the socket file
+            // (the modes themselves: ServerSocketTests).
             let byUser = try await ServerProcess.start(
-                database: db, env: ["WORKFLOWD_ALLOW_UIDS": "\(Self.otherID), \(me)"])
+                database: db, env: ["WORKFLOWD_ALLOW_UIDS": "\(Self.otherID), \(me)"], arguments: ["--socket-mode", "0600"])
             let upath = byUser.socketPath
+            var st = stat()
+            #expect(lstat(upath, &st) == 0 && st.st_mode & 0o777 == 0o600)
             let got = try await onThread { try LineClient(path: upath).call(#"{"op":"get","foreign_id":"acl-1"}"#) }
             #expect(got["run"]?["status"] == .string("OrderCompleted"), "\(got)")
             #expect(try await byUser.terminate() == 0, "\(byUser.log)")
@@ -86,11 +89,13 @@ struct AccessControlTests {
         (["--allow-gid", "1000,"], [:], "--allow-gid: '1000,' has an empty item"),
         ([], ["WORKFLOWD_ALLOW_GIDS": "-1"], "WORKFLOWD_ALLOW_GIDS: '-1' is not a numeric id"),
         ([], ["WORKFLOWD_ALLOW_UIDS": "0,4294967295"], "WORKFLOWD_ALLOW_UIDS: '4294967295' is not a numeric id"),
+        (["--socket-mode", "0999"], [:], "--socket-mode: '0999' is not an octal file mode"),
+        ([], ["WORKFLOWD_SOCKET_MODE": "rw-rw----"], "WORKFLOWD_SOCKET_MODE: 'rw-rw----' is not an octal file mode"),
     ])
-    func badAllowListValuesStopTheStartWithAClearError(arguments: [String], env: [String: String], message: String) async throws {
+    func badAccessSettingsStopTheStartWithAClearError(arguments: [String], env: [String: String], message: String) async throws {
         let dir = NSTemporaryDirectory() + "wfacl-\(UInt32.random(in: 0...UInt32.max))"
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        // A DSN that would fail differently: the allow-list is checked before any connection.
+        // A DSN that would fail differently: these settings are checked before any connection.
         let r = try await CommandLineTests.run(
             "workflowd",
             ["serve", "--dsn", "u@unix(/nonexistent/mysqld.sock)/db", "--data-dir", dir, "--socket", dir + "/s.sock"] + arguments,
