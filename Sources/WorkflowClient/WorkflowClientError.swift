@@ -44,6 +44,7 @@ public struct WorkflowClientError: Error, Sendable, CustomStringConvertible {
         public static let unavailable = Code(server: "UNAVAILABLE")
         public static let draining = Code(server: "DRAINING")
         public static let internalError = Code(server: "INTERNAL")
+        public static let forbidden = Code(server: "FORBIDDEN")
     }
 
     public var code: Code

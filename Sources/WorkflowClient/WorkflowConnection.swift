@@ -251,6 +251,15 @@ public final class WorkflowConnection {
         }
     }
 
+    /// After a write found the connection closed: the server may have said why in a last line
+    /// without id (`LIMIT`, `FORBIDDEN` at accept), still readable; that error, else "closed".
+    private func reasonForClose() -> WorkflowClientError {
+        while let message = try? readMessage() {
+            if message.id == nil && !message.isOK { return WorkflowClientError.from(reply: message) }
+        }
+        return WorkflowClientError(.connectionClosed, "the server closed the connection", retryable: true)
+    }
+
     private func write(_ bytes: [UInt8]) throws(WorkflowClientError) {
         guard fd >= 0 else { throw WorkflowClientError(.connectionClosed, "the connection is closed") }
         var offset = 0
@@ -264,9 +273,7 @@ public final class WorkflowConnection {
             }
             if n < 0 {
                 if errno == EINTR { continue }
-                if errno == EPIPE || errno == ECONNRESET {
-                    throw WorkflowClientError(.connectionClosed, "the server closed the connection", retryable: true)
-                }
+                if errno == EPIPE || errno == ECONNRESET { throw reasonForClose() }
                 throw WorkflowClientError(.io, "write to \(path): \(Self.errnoText())")
             }
             offset += n

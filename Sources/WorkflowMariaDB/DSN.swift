@@ -63,9 +63,37 @@ public struct MariaDBConfiguration: Sendable, Equatable, CustomStringConvertible
     public struct ParseError: Error, Sendable, Equatable, CustomStringConvertible {
         public var message: String
         public var description: String { "invalid DSN: \(message)" }
+
+        static let rawSeparatorInPassword = ParseError(
+            message: "an '@' after the address: percent-encode '@', '/', '(' and ':' in the user and password (%40, %2F, %28, %3A)")
+
+        /// Messages quote the part that is wrong ('udp', '99999'). When a password holds a raw
+        /// separator the parser may split inside it, so a quoted part that overlaps where a
+        /// password can be (from the first ':' of the user info to the last '@') is replaced.
+        func hidingPasswordFragments(of dsn: String) -> ParseError {
+            let body = dsn.firstRange(of: "://").map { dsn[$0.upperBound...] } ?? dsn[...]
+            guard let colon = body.firstIndex(of: ":"), let at = body.lastIndex(of: "@"), colon < at else { return self }
+            let span = body[body.index(after: colon)..<at]
+            guard !span.isEmpty else { return self }
+            var parts = message.split(separator: "'", omittingEmptySubsequences: false)
+            var i = 1
+            while i < parts.count - 1 {
+                if !parts[i].isEmpty, span.contains(parts[i]) || parts[i].contains(span) { parts[i] = "…" }
+                i += 2
+            }
+            return ParseError(message: parts.joined(separator: "'"))
+        }
     }
 
     public init(dsn: String) throws(ParseError) {
+        do {
+            try self.init(parsing: dsn)
+        } catch {
+            throw error.hidingPasswordFragments(of: dsn)
+        }
+    }
+
+    private init(parsing dsn: String) throws(ParseError) {
         let trimmed = dsn.trimmingSpaces()
         guard !trimmed.isEmpty else { throw ParseError(message: "the DSN is empty") }
         if let r = trimmed.firstRange(of: "://") {
@@ -90,6 +118,8 @@ public struct MariaDBConfiguration: Sendable, Equatable, CustomStringConvertible
         guard let open = rest.firstIndex(of: "("), let close = rest.firstIndex(of: ")"), open < close else {
             throw ParseError(message: "missing address: expected tcp(host:port) or unix(/path/to.sock) after '@'")
         }
+        // An '@' here means the split above was wrong: the password holds a raw '(' and '@'.
+        guard !rest[..<close].contains("@") else { throw ParseError.rawSeparatorInPassword }
         let proto = String(rest[..<open])
         let address = String(rest[rest.index(after: open)..<close])
         let endpoint: Endpoint
@@ -116,6 +146,9 @@ public struct MariaDBConfiguration: Sendable, Equatable, CustomStringConvertible
         }
         let (user, password) = try Self.splitUserInfo(String(s[..<at]))
         let rest = String(s[s.index(after: at)...])
+        // An '@' after the host means the split above was wrong: the password holds a raw '/'
+        // and '@' (it would otherwise parse, and the host or database would be part of it).
+        guard !rest.prefix(while: { $0 != "?" }).contains("@") else { throw ParseError.rawSeparatorInPassword }
         let slash = rest.firstIndex(of: "/")
         let hostPort = slash.map { String(rest[..<$0]) } ?? rest
         let (db, query) = slash.map { Self.splitQuery(String(rest[rest.index(after: $0)...])) } ?? ("", "")

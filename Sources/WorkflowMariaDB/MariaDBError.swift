@@ -62,7 +62,10 @@ public struct MariaDBError: Error, Sendable, CustomStringConvertible, Equatable 
         }
     }
 
-    public var description: String { "MariaDB error \(errno) (\(sqlState)): \(message)" }
+    public var description: String {
+        // errno 0: our own error (schema lock, schema version); no server number to show.
+        errno == 0 ? "MariaDB: \(message)" : "MariaDB error \(errno) (\(sqlState)): \(message)"
+    }
 
     /// Whether a caller may try the same operation again later.
     public var isTransient: Bool {

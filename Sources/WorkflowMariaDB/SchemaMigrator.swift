@@ -6,6 +6,10 @@ import WorkflowEngine
 /// Every statement of `schema.sql` is `CREATE TABLE IF NOT EXISTS` or `INSERT IGNORE`, so a
 /// second run changes nothing. Several instances starting at once serialise on a named lock.
 /// Migrations only go forward: a database whose version is newer than this build is refused.
+///
+/// A schema that is already current needs no DDL: `migrate()` then only reads the version, so a
+/// user with SELECT, INSERT, UPDATE and DELETE on the tables can run it. Where DDL is needed and
+/// the user may not do it, the error says to run `workflowd migrate` with an admin user.
 public struct SchemaMigrator: Sendable {
     public let pool: MariaDBPool
     public let logger: Logger
@@ -56,7 +60,11 @@ public struct SchemaMigrator: Sendable {
                     message: "the database has schema version \(before), newer than this build's \(target); upgrade workflowd")
             }
             if before < target {
-                for s in statements { try c.executeText(s) }
+                do {
+                    for s in statements { try c.executeText(s) }
+                } catch let e as MariaDBError where Self.isPermissionDenied(e) {
+                    throw Self.needsAdmin(found: before, cause: e)
+                }
             }
             return before
         }
@@ -66,6 +74,33 @@ public struct SchemaMigrator: Sendable {
             logger.debug("schema up to date", metadata: ["schema.version": "\(found)"])
         }
         return found
+    }
+
+    /// Checks without changing anything that the schema is at `currentVersion`; throws the same
+    /// clear errors as `migrate()` when it is older (run `workflowd migrate`) or newer.
+    public func verify() async throws {
+        let found = try await version()
+        let target = Self.currentVersion
+        if found > target {
+            throw MariaDBError(
+                kind: .configuration,
+                message: "the database has schema version \(found), newer than this build's \(target); upgrade workflowd")
+        }
+        if found < target { throw Self.needsAdmin(found: found, cause: nil) }
+        logger.debug("schema up to date", metadata: ["schema.version": "\(found)"])
+    }
+
+    /// 1142 table, 1044 database, 1227 specific privilege denied.
+    static func isPermissionDenied(_ e: MariaDBError) -> Bool {
+        e.errno == 1142 || e.errno == 1044 || e.errno == 1227
+    }
+
+    static func needsAdmin(found: Int, cause: MariaDBError?) -> MariaDBError {
+        let have = found == 0 ? "has no workflowd schema" : "has schema version \(found)"
+        var message = "the database \(have) and this build needs version \(currentVersion)"
+        if let cause { message += ", which this user may not create (\(cause.message))" }
+        message += "; run `workflowd migrate` with an admin user (one allowed to CREATE tables), then start again"
+        return MariaDBError(kind: .configuration, errno: cause?.errno ?? 0, sqlState: cause?.sqlState ?? "HY000", message: message)
     }
 
     /// The version recorded in the database (0 when the table does not exist yet).

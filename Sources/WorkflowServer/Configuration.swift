@@ -4,6 +4,10 @@ public struct Configuration: Sendable {
     public var socketPath: String
     /// File mode of the socket, default `0o660` (owner and group may connect).
     public var socketMode: UInt32 = 0o660
+    /// Local users allowed to connect, checked with `SO_PEERCRED` as each connection is
+    /// accepted; a peer whose uid or gid is listed is served, any other gets one `FORBIDDEN`
+    /// line and is closed. Default nil: everyone who may open the socket file.
+    public var allowedPeers: PeerAllowList? = nil
     /// Longest request line in bytes, default 1 MiB. Longer lines get `LINE_TOO_LONG` and the
     /// connection is closed.
     public var maxLine: Int = 1 << 20

@@ -135,6 +135,7 @@ final class ServerCore {
         handle.pointee.data = Unmanaged.passRetained(conn).toOpaque()
         let full = connections.count >= configuration.maxConnections
         connections[id] = conn
+        if let allowed = configuration.allowedPeers, !admit(conn, allowed) { return }
         if full {
             metrics.refused()
             logger.debug("connection refused: limit", metadata: ["session.id": "\(id)"])
@@ -145,6 +146,27 @@ final class ServerCore {
         metrics.accepted()
         logger.trace("connection opened", metadata: ["session.id": "\(id)"])
         conn.startReading()
+    }
+
+    /// Checks the peer of a new connection against the allow-list; a refused one gets one
+    /// `FORBIDDEN` line and is closed. Unknown credentials are refused too.
+    private func admit(_ conn: Connection, _ allowed: PeerAllowList) -> Bool {
+        var fd = uv_os_fd_t()
+        let peer = uv_fileno(asHandle(conn.handle), &fd) == 0 ? PeerCredentials.of(fd: Int32(fd)) : nil
+        if let peer, allowed.admits(uid: peer.uid, gid: peer.gid) { return true }
+        let message: String
+        if let peer {
+            logger.warning(
+                "connection refused: peer not in the allow-list",
+                metadata: ["session.id": "\(conn.id)", "peer.uid": "\(peer.uid)", "peer.gid": "\(peer.gid)", "peer.pid": "\(peer.pid)"])
+            message = "uid \(peer.uid) / gid \(peer.gid) may not use this server"
+        } else {
+            logger.warning("connection refused: peer credentials unknown", metadata: ["session.id": "\(conn.id)"])
+            message = "the server could not tell who connected, and only listed users may use it"
+        }
+        metrics.refused()
+        conn.refuse(Reply.failure(id: nil, WireError(.forbidden, message)))
+        return false
     }
 
     private var isRunning: Bool {

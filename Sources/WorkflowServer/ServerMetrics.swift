@@ -26,7 +26,7 @@ final class ServerMetrics: Sendable {
         return [
             F("workflowd_connections", .gauge, help: "Open client connections.", value: Double(connections)),
             F("workflowd_connections_accepted_total", .counter, help: "Client connections accepted.", value: Double(s.connectionsAccepted)),
-            F("workflowd_connections_refused_total", .counter, help: "Client connections refused at the connection limit.", value: Double(s.connectionsRefused)),
+            F("workflowd_connections_refused_total", .counter, help: "Client connections refused (at the connection limit, or a peer not on the allow-list).", value: Double(s.connectionsRefused)),
             F("workflowd_subscriptions", .gauge, help: "Live subscriptions.", value: Double(subscriptions)),
             F(
                 "workflowd_requests_total", .counter, help: "Requests dispatched, by op.",

@@ -54,7 +54,12 @@ public final class WorkflowServer: Sendable {
             $0.core = LoopBound(core)
         }
         try loop.startThread { [self] in self.loopEnded() }
-        logger.info("listening", metadata: ["socket": "\(configuration.socketPath)"])
+        var metadata: Logger.Metadata = ["socket": "\(configuration.socketPath)"]
+        if let allowed = configuration.allowedPeers {
+            metadata["allow.uids"] = "\(allowed.uids.sorted().map(String.init).joined(separator: ","))"
+            metadata["allow.gids"] = "\(allowed.gids.sorted().map(String.init).joined(separator: ","))"
+        }
+        logger.info("listening", metadata: metadata)
     }
 
     private func loopEnded() {

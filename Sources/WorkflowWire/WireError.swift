@@ -25,10 +25,13 @@ public struct WireError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let unavailable = Code("UNAVAILABLE", retryable: true)
         public static let draining = Code("DRAINING", retryable: true)
         public static let internalError = Code("INTERNAL", retryable: true)
+        /// An addition to the contract: the peer's user is not in the server's allow-list;
+        /// sent once, without `id`, at accept, and the connection is closed.
+        public static let forbidden = Code("FORBIDDEN", retryable: false)
 
         public static let all: [Code] = [
             .badJSON, .badRequest, .unknownOp, .notFound, .invalidState, .timeout, .unreachable, .limit,
-            .lineTooLong, .unavailable, .draining, .internalError,
+            .lineTooLong, .unavailable, .draining, .internalError, .forbidden,
         ]
 
         /// The code named `name`, if the protocol has it.

@@ -15,6 +15,12 @@ struct ServerOptions: ParsableArguments {
     @Option(name: .customLong("socket-mode"), help: "Socket file permissions in octal (env WORKFLOWD_SOCKET_MODE, default 0660).")
     var socketMode: String?
 
+    @Option(name: .customLong("allow-uid"), help: "Only these user ids may connect, e.g. 0,1000 (env WORKFLOWD_ALLOW_UIDS; a peer whose uid or gid is allowed is served; default: anyone who may open the socket).")
+    var allowUID: String?
+
+    @Option(name: .customLong("allow-gid"), help: "Only these group ids may connect, e.g. 0,1000 (env WORKFLOWD_ALLOW_GIDS; see --allow-uid).")
+    var allowGID: String?
+
     @Option(name: .customLong("max-line"), help: "Longest request line in bytes (env WORKFLOWD_MAX_LINE, default 1048576).")
     var maxLine: Int?
 
@@ -33,7 +39,7 @@ struct ServerOptions: ParsableArguments {
     @Option(name: .customLong("lag-alert"), help: "Consumer lag in events that logs a warning and makes `health` unhealthy (env WORKFLOWD_LAG_ALERT, default 10000).")
     var lagAlert: Int?
 
-    @Flag(name: .customLong("no-migrate"), help: "Do not apply the schema at start-up (for a user without CREATE rights; run `workflowd migrate` as an admin).")
+    @Flag(name: .customLong("no-migrate"), help: "Do not apply the schema at start-up, only check that it is current (run `workflowd migrate` as an admin).")
     var noMigrate = false
 
     func serverConfiguration(dataDirectory: String, env: [String: String]) throws -> ServerConfiguration {
@@ -45,6 +51,7 @@ struct ServerOptions: ParsableArguments {
             }
             c.socketMode = mode
         }
+        c.allowedPeers = try Self.allowList(uids: allowUID, gids: allowGID, env: env)
         c.maxLine = try Settings.int(maxLine, env, "WORKFLOWD_MAX_LINE", "--max-line", 1 << 20, 1024...(64 << 20))
         c.maxConnections = try Settings.int(maxConnections, env, "WORKFLOWD_MAX_CONNECTIONS", "--max-connections", 1024, 1...100_000)
         c.serverVersion = WorkflowdVersion.string
@@ -77,6 +84,31 @@ struct ServerOptions: ParsableArguments {
         var v6 = in6_addr()
         guard inet_pton(AF_INET, h, &v4) == 1 || inet_pton(AF_INET6, h, &v6) == 1 else { return nil }
         return (h, port)
+    }
+
+    /// The peer allow-list from `--allow-uid` / `--allow-gid` (or their variables); nil when
+    /// neither is set. An empty variable counts as unset; an empty flag is an error.
+    static func allowList(uids: String?, gids: String?, env: [String: String]) throws -> PeerAllowList? {
+        func ids(_ flag: String?, _ flagName: String, _ variable: String) throws -> Set<UInt32>? {
+            let text: String
+            let source: String
+            if let flag {
+                (text, source) = (flag, flagName)
+            } else if let value = env[variable], !value.isEmpty {
+                (text, source) = (value, variable)
+            } else {
+                return nil
+            }
+            do {
+                return try PeerAllowList.parseIDs(text)
+            } catch {
+                throw SettingsError(message: "\(source): \(error.message)")
+            }
+        }
+        let u = try ids(uids, "--allow-uid", "WORKFLOWD_ALLOW_UIDS")
+        let g = try ids(gids, "--allow-gid", "WORKFLOWD_ALLOW_GIDS")
+        if u == nil && g == nil { return nil }
+        return PeerAllowList(uids: u ?? [], gids: g ?? [])
     }
 
     func engineConfiguration(env: [String: String]) throws -> WorkflowEngine.Configuration {
@@ -113,8 +145,13 @@ final class Service {
         try FileManager.default.createDirectory(atPath: settings.dataDirectory, withIntermediateDirectories: true)
         let db = try await DatabaseHandle(settings: settings, logger: logger)
         do {
-            if !options.noMigrate {
-                try await SchemaMigrator(pool: db.pool, logger: logger).migrate()
+            // With the schema current, neither path needs more than SELECT: `serve` runs with a
+            // user that may only read and write the tables (docs/operations.md, "Least privilege").
+            let migrator = SchemaMigrator(pool: db.pool, logger: logger)
+            if options.noMigrate {
+                try await migrator.verify()
+            } else {
+                try await migrator.migrate()
             }
             let store = MariaDBWorkflowStore(pool: db.pool, logger: logger)
             let engine = try WorkflowEngine(

@@ -207,6 +207,13 @@ struct DSNTests {
         // A password with characters the URL form cannot hold raw: refused, never echoed.
         ("mariadb://app:\(secret)/x@db/orders", "user@"),
         ("app:\(secret)(x@tcp(db:3306)/orders", "user@"),
+        // A raw '@' and '(' / '/' in the password: the split lands inside it; refused, not echoed.
+        ("app:a@\(secret)(x@tcp(db:3306)/orders", "percent-encode"),
+        ("mariadb://app:a@\(secret)/x@db/orders", "percent-encode"),
+        ("mariadb://app:a@\(secret):1/x@db/orders", "percent-encode"),
+        // A password misplaced where a quoted part is: the quote is hidden.
+        ("mariadb://app:\(secret)@db:x\(secret)/orders", "port '…'"),
+        ("app:\(secret)@tcp(db:3306)/orders?tls=\(secret)", "parameter tls: '…'"),
     ]
 
     @Test func everyBadFormNamesTheWrongPartAndNeverThePassword() {

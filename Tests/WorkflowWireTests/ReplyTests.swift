@@ -42,7 +42,8 @@ import Testing
     @Test func retryableFollowsTheTable() {
         let retryable = Set(WireError.Code.all.filter(\.retryable).map(\.name))
         #expect(retryable == ["TIMEOUT", "LIMIT", "UNAVAILABLE", "DRAINING", "INTERNAL"])
-        #expect(WireError.Code.all.count == 12)
+        #expect(WireError.Code.all.count == 13)
+        #expect(WireError.Code.named("FORBIDDEN") == .forbidden)
         #expect(WireError.Code.named("LINE_TOO_LONG") == .lineTooLong)
     }
 

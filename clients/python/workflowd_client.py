@@ -36,7 +36,7 @@ import time
 __all__ = [
     "DEFAULT_SOCKET", "Client", "Subscription", "WorkflowdError", "ConnectionFailed", "ProtocolError",
     "ServerError", "BadJSON", "BadRequest", "UnknownOp", "NotFound", "InvalidState", "Timeout",
-    "Unreachable", "Limit", "LineTooLong", "Unavailable", "Draining", "InternalError", "dumps", "loads",
+    "Unreachable", "Limit", "LineTooLong", "Unavailable", "Draining", "InternalError", "Forbidden", "dumps", "loads",
 ]
 
 DEFAULT_SOCKET = ".workflowd/workflowd.sock"
@@ -128,9 +128,15 @@ class InternalError(ServerError):
     code = "INTERNAL"
 
 
+class Forbidden(ServerError):
+    """The server's allow-list does not include this user; the connection is closed."""
+
+    code = "FORBIDDEN"
+
+
 _ERRORS = {cls.code: cls for cls in (
     BadJSON, BadRequest, UnknownOp, NotFound, InvalidState, Timeout, Unreachable, Limit, LineTooLong,
-    Unavailable, Draining, InternalError)}
+    Unavailable, Draining, InternalError, Forbidden)}
 
 
 def _server_error(reply):
