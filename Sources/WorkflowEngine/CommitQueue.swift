@@ -108,8 +108,7 @@ final class CommitQueue: Sendable {
                 s.failures += 1
                 return s.failures
             }
-            core.counters.storeErrors.add(1, ordering: .relaxed)
-            core.logger.warning("commit failed; retrying", metadata: ["error": "\(EngineCore.describe(error))"])
+            core.storeHealth.failed("commit", error)
             try? await Task.sleep(for: .milliseconds(min(50 << min(failures, 6), 2_000)))
             state.withLock { $0.pending.insert(contentsOf: batch, at: 0) }
         }

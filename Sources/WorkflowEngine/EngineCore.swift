@@ -16,6 +16,8 @@ final class EngineCore: Sendable {
     /// Fired when a graceful stop begins.
     let stopRequested = OneShot()
     let counters = Counters()
+    /// Background store failures, logged once per episode.
+    let storeHealth: StoreHealth
 
     /// Cheap counters for metrics and tests; updated from any thread.
     final class Counters: Sendable {
@@ -62,6 +64,8 @@ final class EngineCore: Sendable {
         self.configuration = configuration
         self.definitions = Dictionary(definitions.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         self.logger = logger
+        let counters = self.counters
+        self.storeHealth = StoreHealth(logger: logger) { counters.storeErrors.add(1, ordering: .relaxed) }
     }
 
     var isStopping: Bool { stopRequested.isFired }

@@ -58,8 +58,7 @@ final class EventDispatcher: Sendable {
                 state.withLock { $0.position = max($0.position, head) }
                 return
             } catch {
-                core.counters.storeErrors.add(1, ordering: .relaxed)
-                core.logger.warning("reading the log head failed", metadata: ["error": "\(EngineCore.describe(error))"])
+                core.storeHealth.failed("reading the log head", error)
                 try? await Task.sleep(for: .milliseconds(200))
             }
         }
@@ -74,6 +73,7 @@ final class EventDispatcher: Sendable {
             do {
                 if leases.holds(LeaseKeeper.relay) {
                     let events = try await core.store.relay(limit: config.relayBatchSize)
+                    core.storeHealth.succeeded()
                     if !events.isEmpty {
                         try await deliver(events)
                         continue
@@ -83,6 +83,7 @@ final class EventDispatcher: Sendable {
                 } else {
                     let after = knownHead
                     let events = try await core.store.events(after: after, filter: EventFilter(), limit: config.relayBatchSize)
+                    core.storeHealth.succeeded()
                     if !events.isEmpty { try await deliver(events) }
                     if events.count == config.relayBatchSize { continue }
                     if finishing { return }
@@ -90,8 +91,7 @@ final class EventDispatcher: Sendable {
                 }
             } catch {
                 if Task.isCancelled { return }
-                core.counters.storeErrors.add(1, ordering: .relaxed)
-                core.logger.warning("relay failed", metadata: ["error": "\(EngineCore.describe(error))"])
+                core.storeHealth.failed("relay", error)
                 try? await Task.sleep(for: .milliseconds(100))
             }
         }

@@ -88,9 +88,9 @@ final class LeaseKeeper: Sendable {
                     try await store.releaseLease(p.name, holder: me)
                 }
             }
+            core.storeHealth.succeeded()
         } catch {
-            core.counters.storeErrors.add(1, ordering: .relaxed)
-            core.logger.warning("lease renewal failed", metadata: ["error": "\(EngineCore.describe(error))"])
+            core.storeHealth.failed("lease renewal", error)
         }
     }
 

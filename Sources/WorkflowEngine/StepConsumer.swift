@@ -150,7 +150,7 @@ final class StepConsumer: Sendable {
                         s.outstanding = []
                     }
                 } catch {
-                    core.logger.warning("reading a cursor failed", metadata: ["consumer": "\(name)"])
+                    core.storeHealth.failed("reading a cursor", error, metadata: ["consumer": "\(name)"])
                     try? await Task.sleep(for: .milliseconds(200))
                     continue
                 }
@@ -220,8 +220,7 @@ final class StepConsumer: Sendable {
                 s.parked = []
                 s.needsPull = true
             }
-            core.counters.storeErrors.add(1, ordering: .relaxed)
-            core.logger.warning("reading events failed", metadata: ["consumer": "\(name)"])
+            core.storeHealth.failed("reading events", error, metadata: ["consumer": "\(name)"])
             try? await Task.sleep(for: .milliseconds(200))
         }
     }
@@ -264,8 +263,7 @@ final class StepConsumer: Sendable {
                 for e in back { s.outstanding.remove(e.seq) }
                 s.inbox.insert(contentsOf: back, at: s.inboxHead)
             }
-            core.counters.storeErrors.add(1, ordering: .relaxed)
-            core.logger.warning("loading runs failed", metadata: ["consumer": "\(name)"])
+            core.storeHealth.failed("loading runs", error, metadata: ["consumer": "\(name)"])
             try? await Task.sleep(for: .milliseconds(200))
             return
         }
@@ -346,7 +344,7 @@ final class StepConsumer: Sendable {
             }
         } catch {
             state.withLock { $0.cursorBusy = false }
-            core.logger.warning("writing a cursor failed", metadata: ["consumer": "\(name)"])
+            core.storeHealth.failed("writing a cursor", error, metadata: ["consumer": "\(name)"])
         }
     }
 

@@ -36,8 +36,7 @@ final class TimeoutPoller: Sendable {
                     if !fresh.isEmpty { try await fire(fresh, group: &group, commits: commits) }
                     if due.count == limit, !fresh.isEmpty { continue }
                 } catch {
-                    core.counters.storeErrors.add(1, ordering: .relaxed)
-                    core.logger.warning("polling timeouts failed", metadata: ["error": "\(EngineCore.describe(error))"])
+                    core.storeHealth.failed("polling timeouts", error)
                 }
                 await wakeup.wait(milliseconds: config.timeoutPollMilliseconds)
             }

@@ -50,7 +50,9 @@ public final class MariaDBWorkflowStore: WorkflowStore {
         }
         switch e.kind {
         case .unavailable, .connectionLost, .retryableConflict, .shutdown:
-            logger.warning(
+            // Debug only: the engine logs an outage once per episode, and a client gets
+            // UNAVAILABLE; a line per failed call would flood the log during an outage.
+            logger.debug(
                 "database unavailable",
                 metadata: ["op": "\(op)", "db.errno": "\(e.errno)", "db.sqlstate": "\(e.sqlState)", "error": "\(e.message)"])
             return WorkflowError(

@@ -118,7 +118,7 @@ final class MetricsHTTPListener {
                     bound.value.respond(
                         status: "200 OK", body: body, contentType: PrometheusText.contentType, headOnly: headOnly)
                 case .failure(let error):
-                    logger.warning("metrics scrape failed", metadata: ["error": "\(error)"])
+                    logger.debug("metrics scrape failed", metadata: ["error": "\(error)"])
                     bound.value.respond(status: "503 Service Unavailable", body: "metrics unavailable: the database cannot be read now\n")
                 }
             }

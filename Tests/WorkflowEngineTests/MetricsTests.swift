@@ -152,3 +152,30 @@ final class CapturedLog: Sendable {
         }
     }
 }
+
+@Suite struct StoreHealthTests {
+    @Test func anOutageIsOneWarningAndOneNoticeWhateverTheNumberOfFailures() {
+        let log = CapturedLog()
+        let counted = Mutex(0)
+        let health = StoreHealth(logger: log.logger) { counted.withLock { $0 += 1 } }
+        health.succeeded()  // nothing to end
+        #expect(log.lines.withLock { $0.isEmpty })
+        for i in 0..<50 { health.failed(i % 2 == 0 ? "relay" : "lease renewal", WorkflowError(.unavailable, "down (MariaDB error 2002)")) }
+        #expect(health.snapshot == (1, true))
+        let warnings = log.lines.withLock { $0.filter { $0.level >= .warning } }
+        #expect(warnings.count == 1)
+        #expect(warnings.first?.metadata["call"] == "relay")
+        #expect(warnings.first?.metadata["error"] == "down (MariaDB error 2002)")
+        health.succeeded()
+        health.succeeded()
+        let notices = log.matching("database calls succeed again")
+        #expect(notices.count == 1)
+        #expect(notices.first?.metadata["failed.calls"] == "50")
+        #expect(counted.withLock { $0 } == 50, "every failure is counted in the metrics")
+        // A second outage is a second episode.
+        health.failed("commit", WorkflowError(.unavailable, "down"))
+        health.succeeded()
+        #expect(health.snapshot == (2, false))
+        #expect(log.lines.withLock { $0.filter { $0.level >= .notice }.count } == 4)
+    }
+}

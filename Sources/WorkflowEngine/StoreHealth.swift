@@ -1,0 +1,63 @@
+import Logging
+import Synchronization
+
+/// Failures of the engine's background calls to the store, logged once per episode: the first
+/// failure after a healthy stretch is a warning that names the call and the error, the ones
+/// that follow are debug lines, and the first success after them is one notice with how long
+/// the episode lasted and how many calls failed. An outage of the database (restart, "too many
+/// connections", a network timeout) is thus two lines in the log, not one per retry.
+final class StoreHealth: Sendable {
+    private struct State {
+        var failingSince: ContinuousClock.Instant?
+        var failures = 0
+        var episodes = 0
+    }
+    private let state = Mutex(State())
+    private let logger: Logger
+    private let counter: @Sendable () -> Void
+
+    init(logger: Logger, counter: @escaping @Sendable () -> Void) {
+        self.logger = logger
+        self.counter = counter
+    }
+
+    /// A background call failed (it will be retried).
+    func failed(_ what: String, _ error: any Error, metadata: Logger.Metadata = [:]) {
+        counter()
+        let first = state.withLock { s -> Bool in
+            s.failures += 1
+            guard s.failingSince == nil else { return false }
+            s.failingSince = .now
+            s.episodes += 1
+            return true
+        }
+        var m = metadata
+        m["call"] = "\(what)"
+        m["error"] = "\(EngineCore.describe(error))"
+        if first {
+            logger.warning("database calls are failing; retrying with back-off until they succeed", metadata: m)
+        } else {
+            logger.debug("database call failed again", metadata: m)
+        }
+    }
+
+    /// A background call succeeded; ends an episode if one was going on.
+    func succeeded() {
+        let ended = state.withLock { s -> (Duration, Int)? in
+            guard let since = s.failingSince else { return nil }
+            let r = (since.duration(to: .now), s.failures)
+            s.failingSince = nil
+            s.failures = 0
+            return r
+        }
+        guard let (duration, failures) = ended else { return }
+        let c = duration.components
+        let seconds = Double(c.seconds) + Double(c.attoseconds) / 1e18
+        logger.notice(
+            "database calls succeed again",
+            metadata: ["outage.seconds": "\(Int((seconds * 10).rounded()) / 10)", "failed.calls": "\(failures)"])
+    }
+
+    /// Episodes so far and whether one is going on (for tests and health).
+    var snapshot: (episodes: Int, failing: Bool) { state.withLock { ($0.episodes, $0.failingSince != nil) } }
+}
