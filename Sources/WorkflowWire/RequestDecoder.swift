@@ -11,6 +11,13 @@ public enum DecodedLine: Sendable, Equatable {
 /// 1000`), so a client can tell which one was wrong. Unknown extra fields are ignored, so newer
 /// clients can send optional arguments to older servers. A `null` optional field counts as absent.
 public enum RequestDecoder {
+    /// Longest `foreign_id` (and `order.id`) a run can be created with, in characters: the
+    /// tables keep it in a `VARCHAR(255)`. A longer one is `BAD_REQUEST`, not a database error.
+    public static let maxForeignIDLength = 255
+    /// Longest `reason` in UTF-8 bytes. The reason is stored with the run and, JSON-escaped
+    /// (up to 6 bytes per byte), in its event, whose column holds 64 KiB.
+    public static let maxReasonBytes = 8192
+
     public static func decode(_ line: UnsafeRawBufferPointer) -> DecodedLine {
         let json: JSON
         do {
@@ -70,6 +77,9 @@ public enum RequestDecoder {
             case nil, .null?: throw .badRequest("order.id: missing")
             case .string(let s)?:
                 guard !s.isEmpty else { throw .badRequest("order.id: must not be empty") }
+                guard s.unicodeScalars.count <= maxForeignIDLength else {
+                    throw .badRequest("order.id: longer than \(maxForeignIDLength) characters")
+                }
                 orderID = s
             // The order processor's Order has a string id (PROTOCOL.md's orders use "order-1001"):
             // refuse anything else here rather than accept a run the workflow must reject.
@@ -79,13 +89,21 @@ public enum RequestDecoder {
         case "trigger":
             let workflow = try f.requiredString("workflow")
             let foreignID = try f.requiredString("foreign_id")
+            guard foreignID.unicodeScalars.count <= maxForeignIDLength else {
+                throw .badRequest("foreign_id: longer than \(maxForeignIDLength) characters")
+            }
             guard let object = f["object"] else { throw .badRequest("object: missing") }
             return .trigger(workflow: workflow, foreignID: foreignID, object: object.bytes)
         case "get": return .get(try f.runRef())
         case "history": return .history(try f.runRef())
         case "pause", "resume", "cancel", "delete_data":
             let command = ControlCommand(rawValue: op)!
-            return .control(command, try f.runRef(), reason: try f.string("reason"))
+            let run = try f.runRef()
+            let reason = try f.string("reason")
+            if let reason, reason.utf8.count > maxReasonBytes {
+                throw .badRequest("reason: longer than \(maxReasonBytes) bytes")
+            }
+            return .control(command, run, reason: reason)
         case "list":
             var a = ListArguments()
             a.workflow = try f.string("workflow")

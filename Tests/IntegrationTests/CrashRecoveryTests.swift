@@ -59,17 +59,7 @@ struct CrashRecoveryTests {
             try await db.waitFor(
                 "SELECT COUNT(*) FROM workflow_records WHERE run_state <> 5", equals: 0, timeout: 180)
         } catch {
-            // Say which runs are stuck and why, so a failure here can be diagnosed.
-            let stuck = try await db.query(
-                """
-                SELECT r.foreign_id, r.status, r.run_state, r.version, r.reason, CAST(r.meta AS CHAR),
-                  (SELECT COUNT(*) FROM workflow_timeouts t WHERE t.run_id = r.run_id AND t.completed = 0 AND t.cancelled = 0),
-                  (SELECT MAX(version) FROM workflow_events e WHERE e.run_id = r.run_id)
-                FROM workflow_records r WHERE r.run_state <> 5 LIMIT 10
-                """)
-            let cursors = try await db.query("SELECT name, seq FROM workflow_cursors ORDER BY name")
-            let head = try await db.query("SELECT MAX(seq), (SELECT COUNT(*) FROM workflow_outbox) FROM workflow_events")
-            Issue.record("stuck runs (foreign_id, status, run_state, version, reason, meta, pending timeouts, last event version): \(stuck); cursors: \(cursors); head/outbox: \(head); server log tail: \(second.log.suffix(3000))")
+            Issue.record("\(try await db.stuckRunsReport()); server log tail: \(second.log.suffix(3000))")
             second.kill()
             throw error
         }
@@ -82,26 +72,8 @@ struct CrashRecoveryTests {
         let stored = Set(try await db.query("SELECT foreign_id FROM workflow_records").compactMap { $0[0] })
         #expect(Set(acknowledged).subtracting(storedAtRestart).isEmpty, "acknowledged but lost")
         #expect(stored.count == Self.orders)
-        // Exactly once: each run's events carry versions 1…N once each, N = the record's version.
-        let bad = try await db.query(
-            """
-            SELECT r.run_id FROM workflow_records r JOIN
-              (SELECT run_id, COUNT(*) n, COUNT(DISTINCT version) d, MIN(version) lo, MAX(version) hi
-               FROM workflow_events GROUP BY run_id) e ON e.run_id = r.run_id
-            WHERE e.n <> e.d OR e.lo <> 1 OR e.hi <> r.version OR e.n <> r.version
-            """)
-        #expect(bad.isEmpty, "runs with missing or repeated versions: \(bad.prefix(5))")
         #expect(try await db.int("SELECT COUNT(DISTINCT run_id) FROM workflow_events") == runs)
-        // Per-run order: versions increase with seq.
-        let disorder = try await db.int(
-            """
-            SELECT COUNT(*) FROM workflow_events a JOIN workflow_events b
-              ON a.run_id = b.run_id AND a.seq < b.seq AND a.version > b.version
-            """)
-        #expect(disorder == 0)
-        // Gap-free log.
-        let log = try await db.query("SELECT COUNT(*), MIN(seq), MAX(seq) FROM workflow_events")
-        #expect(log[0][0] == log[0][2] && log[0][1] == "1", "\(log)")
+        try await db.expectEveryTransitionOnceAndLogGapFree()
         #expect(try await second.terminate() == 0)
         await db.drop()
     }

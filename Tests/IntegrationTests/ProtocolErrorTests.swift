@@ -234,7 +234,7 @@ extension ProtocolE2E {
         /// server stays up, and works again once the database is back.
         @Test(.timeLimit(.minutes(3))) func unavailableWhileTheDatabaseIsDown() async throws {
             signal(SIGPIPE, SIG_IGN)
-            let mdb = ScriptedMariaDB()
+            let mdb = StoppableMariaDB()
             try await mdb.start()
             var server: ServerProcess? = nil
             do {
@@ -274,12 +274,10 @@ extension ProtocolE2E {
                 expectError(parsed(try c.callLine(#"{"op":"get","foreign_id":"UA-2"}"#)), code: "NOT_FOUND", retryable: false)
                 #expect(try await s.terminate() == 0, "\(s.log.suffix(2000))")
                 server = nil
-                try await mdb.stop()
-                mdb.remove()
+                await mdb.remove()
             } catch {
                 server?.kill()
-                try? await mdb.stop()
-                mdb.remove()
+                await mdb.remove()
                 throw error
             }
         }

@@ -11,32 +11,6 @@ import Glibc
 extension ProtocolE2E {
     @Suite("Protocol load", .timeLimit(.minutes(3)))
     struct Load {
-        /// Samples the server's VmRSS every 50 ms until stopped.
-        final class RSSSampler: @unchecked Sendable {
-            private let lock = NSLock()
-            private var samples: [Int] = []
-            private var running = true
-            private var thread: Thread?
-
-            init(pid: Int32, server: ServerProcess) {
-                let t = Thread { [self] in
-                    while self.isRunning {
-                        if let kib = server.rssKiB {
-                            self.lock.withLock { self.samples.append(kib) }
-                        }
-                        usleep(50_000)
-                    }
-                }
-                thread = t
-                t.start()
-            }
-
-            var isRunning: Bool { lock.withLock { running } }
-            var peak: Int { lock.withLock { samples.max() ?? 0 } }
-            var count: Int { lock.withLock { samples.count } }
-            func stop() { lock.withLock { running = false } }
-        }
-
         @Test func slowSubscriberGetsEveryEventWhileMemoryStaysBounded() async throws {
             try await withServer { server, db in
                 let w = try server.client()
@@ -54,7 +28,7 @@ extension ProtocolE2E {
                 #expect(head == 100 && subDone["head"]?.int64Value == 100, "\(subAll) \(subDone)")
                 try await Task.sleep(for: .milliseconds(300))
                 let baseline = try #require(server.rssKiB)
-                let sampler = RSSSampler(pid: server.pid, server: server)
+                let sampler = RSSSampler(server: server)
                 defer { sampler.stop() }
 
                 // 1,000 orders (5,000 events) from four pipelining writers.

@@ -325,33 +325,33 @@ func runProgram(_ path: String, _ arguments: [String], stdin: String?, deadline:
     return (status, String(decoding: outBox.value, as: UTF8.self), String(decoding: errBox.value, as: UTF8.self), seconds)
 }
 
-/// A MariaDB of this test alone (scripts/mariadb.sh in a short /tmp folder), so the test may
-/// stop and start it.
-struct ScriptedMariaDB {
-    let directory: String
-    var socket: String { directory + "/mysqld.sock" }
-    var script: String { repositoryRoot + "/scripts/mariadb.sh" }
+/// A MariaDB of this test alone (`PrivateMariaDB` in a short /tmp folder), so the test may stop
+/// and start it under a running workflowd. Starting and stopping block for seconds, so they run
+/// on a thread of their own, never on the cooperative pool.
+struct StoppableMariaDB: Sendable {
+    let server: PrivateMariaDB
+    var directory: String { server.directory }
+    var socket: String { server.socketPath }
 
     init() {
-        directory = "/tmp/wfp\(UInt32.random(in: 0...UInt32.max) % 100_000)"
+        var configuration = PrivateMariaDB.Configuration()
+        configuration.innoDBBufferPoolSize = "64M"
+        server = PrivateMariaDB(directory: "/tmp/wfp\(UInt32.random(in: 0...UInt32.max) % 100_000)", configuration: configuration)
     }
 
     func start() async throws {
-        let r = try await runProgram("/bin/bash", [script, "start", directory], stdin: nil, deadline: 120)
-        guard r.status == 0, r.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == socket else {
-            throw TestError("mariadb.sh start \(directory): \(String(describing: r.status)) \(r.stdout) \(r.stderr)")
-        }
+        let server = self.server
+        _ = try await onThread { try server.start() }
     }
 
     func stop() async throws {
-        let r = try await runProgram("/bin/bash", [script, "stop", directory], stdin: nil, deadline: 90)
-        guard r.status == 0 else { throw TestError("mariadb.sh stop \(directory): \(String(describing: r.status)) \(r.stderr)") }
+        let server = self.server
+        try await onThread { try server.stop() }
     }
 
-    /// A fresh database on this server, migrated.
+    /// A fresh database on this server (workflowd applies the schema when it starts).
     func createDatabase() async throws -> IntegrationDatabase {
-        let user = getuid() == 0 ? "root" : (ProcessInfo.processInfo.environment["USER"] ?? "root")
-        var config = try MariaDBConfiguration(dsn: "\(user)@unix(\(socket))/")
+        var config = try MariaDBConfiguration(dsn: server.dsn)
         let name = "wfpu"
         let logger = IntegrationDatabase.logger
         let admin = MariaDBPool(configuration: config, pool: PoolConfiguration(maxOpen: 1, maxIdle: 0, maxLifetimeSeconds: 60), logger: logger)
@@ -361,9 +361,37 @@ struct ScriptedMariaDB {
         return IntegrationDatabase(configuration: config)
     }
 
-    func remove() {
+    /// Stops the server (if it runs) and deletes its folder.
+    func remove() async {
+        try? await stop()
         try? FileManager.default.removeItem(atPath: directory)
     }
+}
+
+/// Samples a server's VmRSS every 50 ms on a thread of its own until stopped.
+final class RSSSampler: @unchecked Sendable {
+    private let lock = NSLock()
+    private var samples: [Int] = []
+    private var running = true
+    private var thread: Thread?
+
+    init(server: ServerProcess) {
+        let t = Thread { [self] in
+            while self.isRunning {
+                if let kib = server.rssKiB {
+                    self.lock.withLock { self.samples.append(kib) }
+                }
+                usleep(50_000)
+            }
+        }
+        thread = t
+        t.start()
+    }
+
+    var isRunning: Bool { lock.withLock { running } }
+    var peak: Int { lock.withLock { samples.max() ?? 0 } }
+    var count: Int { lock.withLock { samples.count } }
+    func stop() { lock.withLock { running = false } }
 }
 
 /// Holds `LOCK TABLES <table> WRITE` on a connection of its own until `release()`, so that

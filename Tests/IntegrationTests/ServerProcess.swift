@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Testing
 import WorkflowEngine
 import WorkflowMariaDB
 import WorkflowWire
@@ -193,6 +194,46 @@ extension IntegrationDatabase {
 
     func int(_ sql: String) async throws -> Int {
         Int(try await query(sql).first?.first??.description ?? "") ?? -1
+    }
+}
+
+extension IntegrationDatabase {
+    /// Exactly once and in order: each run's events carry versions 1…N once each (N = the
+    /// record's version), in `seq` order; the event log is 1…head without a gap.
+    func expectEveryTransitionOnceAndLogGapFree(sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        let bad = try await query(
+            """
+            SELECT r.run_id FROM workflow_records r JOIN
+              (SELECT run_id, COUNT(*) n, COUNT(DISTINCT version) d, MIN(version) lo, MAX(version) hi
+               FROM workflow_events GROUP BY run_id) e ON e.run_id = r.run_id
+            WHERE e.n <> e.d OR e.lo <> 1 OR e.hi <> r.version OR e.n <> r.version
+            """)
+        #expect(bad.isEmpty, "runs with missing or repeated versions: \(bad.prefix(5))", sourceLocation: sourceLocation)
+        let withoutEvents = try await int(
+            "SELECT COUNT(*) FROM workflow_records r WHERE NOT EXISTS (SELECT 1 FROM workflow_events e WHERE e.run_id = r.run_id)")
+        #expect(withoutEvents == 0, "runs without events", sourceLocation: sourceLocation)
+        let disorder = try await int(
+            """
+            SELECT COUNT(*) FROM workflow_events a JOIN workflow_events b
+              ON a.run_id = b.run_id AND a.seq < b.seq AND a.version > b.version
+            """)
+        #expect(disorder == 0, "events of one run out of version order", sourceLocation: sourceLocation)
+        let log = try await query("SELECT COUNT(*), MIN(seq), MAX(seq) FROM workflow_events")
+        #expect(log[0][0] == log[0][2] && log[0][1] == "1", "event log not 1…head: \(log)", sourceLocation: sourceLocation)
+    }
+
+    /// Which runs are unfinished and why, to explain a failed wait.
+    func stuckRunsReport() async throws -> String {
+        let stuck = try await query(
+            """
+            SELECT r.foreign_id, r.status, r.run_state, r.version, r.reason, CAST(r.meta AS CHAR),
+              (SELECT COUNT(*) FROM workflow_timeouts t WHERE t.run_id = r.run_id AND t.completed = 0 AND t.cancelled = 0),
+              (SELECT MAX(version) FROM workflow_events e WHERE e.run_id = r.run_id)
+            FROM workflow_records r WHERE r.run_state <> 5 LIMIT 10
+            """)
+        let cursors = try await query("SELECT name, seq FROM workflow_cursors ORDER BY name")
+        let head = try await query("SELECT MAX(seq), (SELECT COUNT(*) FROM workflow_outbox) FROM workflow_events")
+        return "stuck runs (foreign_id, status, run_state, version, reason, meta, pending timeouts, last event version): \(stuck); cursors: \(cursors); head/outbox: \(head)"
     }
 }
 

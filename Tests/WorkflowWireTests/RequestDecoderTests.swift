@@ -123,6 +123,26 @@ import Testing
         }
     }
 
+    /// Found by the fault fuzzer: an id longer than the tables' VARCHAR(255) reached MariaDB
+    /// and came back as INTERNAL ("database error 1406"); a reason over 64 KiB did the same.
+    @Test func overlongForeignIDsAndReasonsAreBadRequests() throws {
+        let max = String(repeating: "ü", count: RequestDecoder.maxForeignIDLength)
+        #expect(try op(#"{"op":"trigger","workflow":"w","foreign_id":"\#(max)","object":{}}"#) == .trigger(workflow: "w", foreignID: max, object: Array("{}".utf8)))
+        #expect(try op(#"{"op":"submit","order":{"id":"\#(max)"}}"#) == .submit(orderID: max, order: Array(#"{"id":"\#(max)"}"#.utf8)))
+        let reason = String(repeating: "r", count: RequestDecoder.maxReasonBytes)
+        #expect(try op(#"{"op":"pause","run_id":"r","reason":"\#(reason)"}"#) == .control(.pause, .runID("r"), reason: reason))
+        for (line, prefix) in [
+            (#"{"op":"trigger","workflow":"w","foreign_id":"\#(max)x","object":{}}"#, "foreign_id: longer than 255 characters"),
+            (#"{"op":"submit","order":{"id":"\#(max)x"}}"#, "order.id: longer than 255 characters"),
+            (#"{"op":"pause","run_id":"r","reason":"\#(reason)x"}"#, "reason: longer than 8192 bytes"),
+            (#"{"op":"delete_data","foreign_id":"o","reason":"\#(String(repeating: "ü", count: 4097))"}"#, "reason: longer than"),
+        ] {
+            guard let (_, e) = failure(line) else { continue }
+            #expect(e.code == .badRequest)
+            #expect(e.message.hasPrefix(prefix), "\(e.message)")
+        }
+    }
+
     @Test func runReferences() throws {
         #expect(try op(#"{"op":"get","run_id":"r1"}"#) == .get(.runID("r1")))
         #expect(try op(#"{"op":"get","foreign_id":"o1"}"#) == .get(.foreignID(workflow: "order-processor", foreignID: "o1")))
