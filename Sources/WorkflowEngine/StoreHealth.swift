@@ -3,21 +3,25 @@ import Synchronization
 
 /// Failures of the engine's background calls to the store, logged once per episode: the first
 /// failure after a healthy stretch is a warning that names the call and the error, the ones
-/// that follow are debug lines, and the first success after them is one notice with how long
-/// the episode lasted and how many calls failed. An outage of the database (restart, "too many
-/// connections", a network timeout) is thus two lines in the log, not one per retry.
+/// that follow are debug lines, and the first success once no call has failed for `quiet` is
+/// one notice with how long the episode lasted and how many calls failed. An outage of the
+/// database (restart, "too many connections", a network timeout) is thus two lines in the log,
+/// not one per retry — also when it is partial and some calls succeed in the middle of it.
 final class StoreHealth: Sendable {
     private struct State {
         var failingSince: ContinuousClock.Instant?
+        var lastFailure: ContinuousClock.Instant?
         var failures = 0
         var episodes = 0
     }
     private let state = Mutex(State())
     private let logger: Logger
     private let counter: @Sendable () -> Void
+    private let quiet: Duration
 
-    init(logger: Logger, counter: @escaping @Sendable () -> Void) {
+    init(logger: Logger, quiet: Duration = .seconds(3), counter: @escaping @Sendable () -> Void) {
         self.logger = logger
+        self.quiet = quiet
         self.counter = counter
     }
 
@@ -26,6 +30,7 @@ final class StoreHealth: Sendable {
         counter()
         let first = state.withLock { s -> Bool in
             s.failures += 1
+            s.lastFailure = .now
             guard s.failingSince == nil else { return false }
             s.failingSince = .now
             s.episodes += 1
@@ -44,8 +49,8 @@ final class StoreHealth: Sendable {
     /// A background call succeeded; ends an episode if one was going on.
     func succeeded() {
         let ended = state.withLock { s -> (Duration, Int)? in
-            guard let since = s.failingSince else { return nil }
-            let r = (since.duration(to: .now), s.failures)
+            guard let since = s.failingSince, let last = s.lastFailure, last.duration(to: .now) >= quiet else { return nil }
+            let r = (since.duration(to: last), s.failures)
             s.failingSince = nil
             s.failures = 0
             return r

@@ -11,8 +11,9 @@ public struct WorkflowError: Error, Sendable, Equatable, CustomStringConvertible
         public static let invalidState = Code("INVALID_STATE")
         /// The database cannot be reached right now; nothing was changed.
         public static let unavailable = Code("UNAVAILABLE")
-        /// A write whose outcome is unknown (the connection dropped during COMMIT).
-        public static let outcomeUnknown = Code("INTERNAL")
+        /// A write whose outcome is unknown (the connection dropped during COMMIT). On the wire
+        /// it is `INTERNAL` (retryable); the store logs it once per lost commit.
+        public static let outcomeUnknown = Code("OUTCOME_UNKNOWN")
         public static let conflict = Code("CONFLICT")
         public static let definition = Code("DEFINITION")
         public static let internalError = Code("INTERNAL")

@@ -61,7 +61,7 @@ public final class MariaDBWorkflowStore: WorkflowStore {
         case .commitOutcomeUnknown:
             logger.error("commit outcome unknown", metadata: ["op": "\(op)", "db.errno": "\(e.errno)"])
             return WorkflowError(
-                .internalError, "the database connection was lost while committing; the change may or may not be applied",
+                .outcomeUnknown, "the database connection was lost while committing; the change may or may not be applied",
                 retryable: true)
         case .badRow:
             logger.error("row does not decode", metadata: ["op": "\(op)", "error": "\(e.message)"])

@@ -84,6 +84,10 @@ func wireError(from error: any Error) -> (error: WireError, logDetail: Bool) {
     guard let e = error as? WorkflowError else {
         return (WireError(.internalError, "internal error"), true)
     }
+    if e.code == .outcomeUnknown {
+        // Logged by the store, once per lost commit (a commit may carry many requests).
+        return (WireError(.internalError, e.message, retryable: true), false)
+    }
     if let code = WireError.Code.named(e.code.name) {
         return (WireError(code, e.message, retryable: code == .internalError ? true : e.retryable || code.retryable), code == .internalError)
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WorkflowMariaDB
 import WorkflowWire
 
 #if canImport(Glibc)
@@ -141,7 +142,8 @@ struct FaultTests {
         do {
             try await mdb.start()
             let db = try await mdb.createDatabase()
-            let s = try await ServerProcess.start(database: db, env: crashReportEnvironment)
+            // At notice level: the outage's "succeed again" line is a notice.
+            let s = try await ServerProcess.start(database: db, env: crashReportEnvironment.merging(["WORKFLOWD_LOG_LEVEL": "notice"]) { $1 })
             server = s
             let pid = s.pid
             let path = s.socketPath
@@ -234,6 +236,19 @@ struct FaultTests {
                 ? "" : "; the timed-out ones were validated \(timedOut[1] ?? "?")…\(timedOut[2] ?? "?") s before their deadline fired, "
                     + "with \(timedOut[3] ?? "?") step retries scheduled among them"
             print("FAULT-DB-RESTART: outcomes: \(outcomeText)\(timedOutText)")
+            // The log: each outage is one warning when background calls start failing and one
+            // notice when they succeed again, however many calls failed in between.
+            // (The recovery line comes once no call has failed for a few seconds.)
+            let logLines = try await s.waitForLog("database calls succeed again", timeout: 30).split(separator: "\n")
+            let failing = logLines.filter { $0.contains("database calls are failing") }
+            let recovered = logLines.filter { $0.contains("database calls succeed again") }
+            let otherWarnings = logLines.filter {
+                ($0.contains(" warning ") || $0.contains(" error ")) && !$0.contains("database calls are failing")
+            }
+            print("FAULT-DB-RESTART: log: \(logLines.count) lines, \(failing.count) outage warnings, \(recovered.count) recoveries, \(otherWarnings.count) other warnings or errors")
+            #expect((1...(2 * cycles)).contains(failing.count), "outage warnings: \(failing)")
+            #expect(recovered.count == failing.count, "every outage warning has its recovery line: \(recovered)")
+            #expect(otherWarnings.count <= 2 * cycles, "more than a line or two per outage: \(otherWarnings.prefix(10).joined(separator: "\n"))")
             #expect(
                 outcomes.allSatisfy { $0[0] == "5" || (($0[0] == "7" || $0[0] == "8") && $0[1] == "timed out") },
                 "an order ended otherwise than completed or timed out: \(outcomeText)")
@@ -309,6 +324,96 @@ struct FaultTests {
         default:  // 600 KB of a line without its end, close
             try c.sendRaw(Array(#"{"op":"ping","pad":""#.utf8) + [UInt8](repeating: UInt8(ascii: "x"), count: 600_000))
             return (nil, nil)
+        }
+    }
+
+    /// "Too many connections" (1040): the database refuses workflowd's new connections for a
+    /// while. Requests get UNAVAILABLE, the server stays up, the log has one warning and one
+    /// recovery line, and everything finishes once the limit is raised.
+    @Test func tooManyConnectionsIsSurvived() async throws {
+        signal(SIGPIPE, SIG_IGN)
+        let mdb = StoppableMariaDB()
+        var server: ServerProcess? = nil
+        do {
+            try await mdb.start()
+            let rootDB = try await mdb.createDatabase()
+            // An application user without SUPER: it gets no connection beyond max_connections.
+            try await rootDB.execute("CREATE USER 'wf_app'@'localhost' IDENTIFIED BY 'c0nn-Limit-pw'")
+            try await rootDB.execute("GRANT ALL ON \(rootDB.configuration.database).* TO 'wf_app'@'localhost'")
+            var appConfig = rootDB.configuration
+            appConfig.user = "wf_app"
+            appConfig.password = "c0nn-Limit-pw"
+            let appDB = IntegrationDatabase(configuration: appConfig)
+            // Connections live a second, so the pool keeps opening new ones.
+            let s = try await ServerProcess.start(
+                database: appDB, env: crashReportEnvironment.merging(["WORKFLOWD_LOG_LEVEL": "notice"]) { $1 },
+                arguments: ["--pool-max-lifetime", "1s"])
+            server = s
+            let c = try s.client()
+            for i in 0..<10 { try submitOrder(c, "TM-before-\(i)") }
+
+            // max_connections = 10 (MariaDB's least), then root connections fill every slot (root
+            // may use one beyond the limit): wf_app's next connection is refused with 1040.
+            var adminConfig = rootDB.configuration
+            adminConfig.database = ""
+            let admin = MariaDBPool(
+                configuration: adminConfig, pool: PoolConfiguration(maxOpen: 1, maxIdle: 1, maxLifetimeSeconds: 600),
+                logger: IntegrationDatabase.logger)
+            defer { admin.shutdown() }
+            try await admin.withConnection { try $0.executeText("SET GLOBAL max_connections = 10") }
+            let fillerConfig = adminConfig
+            let fillers = try await onThread { () -> Unchecked<[MariaDBConnection]> in
+                var held: [MariaDBConnection] = []
+                while held.count < 20, let c = try? MariaDBConnection(configuration: fillerConfig) { held.append(c) }
+                return Unchecked(held)
+            }
+            var refused = 0
+            var n = 0
+            let limitDeadline = Date().addingTimeInterval(60)
+            while refused < 5 && Date() < limitDeadline {
+                let r = try c.call(#"{"op":"get","foreign_id":"TM-before-\#(n % 10)"}"#)
+                if r["error"]?["code"] == .string("UNAVAILABLE") {
+                    #expect(r["error"]?["retryable"] == .bool(true))
+                    #expect(r["error"]?["message"]?.stringValue?.contains("1040") == true, "\(r)")
+                    refused += 1
+                }
+                n += 1
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(refused >= 5, "the database never refused a connection")
+            #expect(s.process.isRunning)
+            #expect(try c.call(#"{"op":"ping"}"#)["ok"] == .bool(true))
+            try await admin.withConnection { try $0.executeText("SET GLOBAL max_connections = 500") }
+            print("FAULT-1040: \(fillers.value.count) root connections held the slots")
+            try await onThread { fillers.value.removeAll() }  // closes them
+
+            // Back: new work is taken and everything finishes.
+            let back = Date().addingTimeInterval(60)
+            var after = 0
+            while after < 10 && Date() < back {
+                let r = try c.call(#"{"op":"submit","order":\#(orderJSON("TM-after-\(after)"))}"#)
+                if r["ok"] == .bool(true) { after += 1 } else { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(after == 10)
+            try await rootDB.waitFor("SELECT COUNT(*) FROM workflow_records WHERE run_state = 5", equals: 20, timeout: 120)
+            let log = try await s.waitForLog("database calls succeed again", timeout: 30)
+            let lines = log.split(separator: "\n")
+            let failing = lines.filter { $0.contains("database calls are failing") }
+            let recovered = lines.filter { $0.contains("database calls succeed again") }
+            let others = lines.filter { ($0.contains(" warning ") || $0.contains(" error ")) && !$0.contains("database calls are failing") }
+            print("FAULT-1040: \(refused) requests answered UNAVAILABLE (1040); log: \(failing.count) outage warning(s), \(recovered.count) recovery line(s), \(others.count) other warnings; \(lines.count) lines in all")
+            #expect(failing.count == 1, "\(failing)")
+            #expect(failing.first?.contains("1040") == true, "the warning names the error: \(failing)")
+            #expect(recovered.count == 1)
+            #expect(others.isEmpty, "\(others.prefix(5).joined(separator: "\n"))")
+            #expect(!log.contains("c0nn-Limit-pw"))
+            #expect(try await s.terminate() == 0)
+            server = nil
+            await mdb.remove()
+        } catch {
+            server?.kill()
+            await mdb.remove()
+            throw error
         }
     }
 

@@ -157,7 +157,7 @@ final class CapturedLog: Sendable {
     @Test func anOutageIsOneWarningAndOneNoticeWhateverTheNumberOfFailures() {
         let log = CapturedLog()
         let counted = Mutex(0)
-        let health = StoreHealth(logger: log.logger) { counted.withLock { $0 += 1 } }
+        let health = StoreHealth(logger: log.logger, quiet: .zero) { counted.withLock { $0 += 1 } }
         health.succeeded()  // nothing to end
         #expect(log.lines.withLock { $0.isEmpty })
         for i in 0..<50 { health.failed(i % 2 == 0 ? "relay" : "lease renewal", WorkflowError(.unavailable, "down (MariaDB error 2002)")) }
@@ -177,5 +177,20 @@ final class CapturedLog: Sendable {
         health.succeeded()
         #expect(health.snapshot == (2, false))
         #expect(log.lines.withLock { $0.filter { $0.level >= .notice }.count } == 4)
+    }
+
+    @Test func successesInTheMiddleOfAnOutageDoNotEndIt() async throws {
+        let log = CapturedLog()
+        let health = StoreHealth(logger: log.logger, quiet: .milliseconds(200)) {}
+        for _ in 0..<5 {
+            health.failed("relay", WorkflowError(.unavailable, "1040"))
+            health.succeeded()  // a call on an older connection still works
+        }
+        #expect(log.matching("database calls succeed again").isEmpty)
+        #expect(health.snapshot == (1, true))
+        try await Task.sleep(for: .milliseconds(300))
+        health.succeeded()
+        #expect(log.matching("database calls succeed again").count == 1)
+        #expect(log.matching("database calls are failing; retrying with back-off until they succeed").count == 1)
     }
 }
