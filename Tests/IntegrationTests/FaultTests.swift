@@ -248,7 +248,11 @@ struct FaultTests {
             print("FAULT-DB-RESTART: log: \(logLines.count) lines, \(failing.count) outage warnings, \(recovered.count) recoveries, \(otherWarnings.count) other warnings or errors")
             #expect((1...(2 * cycles)).contains(failing.count), "outage warnings: \(failing)")
             #expect(recovered.count == failing.count, "every outage warning has its recovery line: \(recovered)")
-            #expect(otherWarnings.count <= 2 * cycles, "more than a line or two per outage: \(otherWarnings.prefix(10).joined(separator: "\n"))")
+            // Besides: one error per COMMIT the outage cut off (its outcome is unknown; at most one
+            // per pool connection, 8 here), and nothing else.
+            let lostCommits = otherWarnings.filter { $0.contains("commit outcome unknown") }
+            #expect(lostCommits.count <= 8 * cycles, "\(lostCommits.count) lost commits logged")
+            #expect(otherWarnings.count == lostCommits.count, "other warnings: \(otherWarnings.filter { !$0.contains("commit outcome unknown") }.prefix(10).joined(separator: "\n"))")
             #expect(
                 outcomes.allSatisfy { $0[0] == "5" || (($0[0] == "7" || $0[0] == "8") && $0[1] == "timed out") },
                 "an order ended otherwise than completed or timed out: \(outcomeText)")

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WorkflowMariaDB
 
 /// docker-compose.yml is the documented way to run a real MariaDB 11 for workflowd. These tests
 /// read it (and README.md) from the repository and check that the credentials, the schema mount
@@ -127,6 +128,43 @@ struct DockerComposeTests {
         #expect(showsClient, "README.md does not show `\(client)`")
         let showsUp = readme.contains("docker compose up -d")
         #expect(showsUp, "README.md does not show `docker compose up -d`")
+    }
+
+    @Test(.timeLimit(.minutes(2)))
+    func theAppProfileRunsWorkflowdNextToMariaDBOnASharedSocketVolume() throws {
+        let compose = try MiniYAML(Self.read("docker-compose.yml"))
+        let w = "services.workflowd"
+        #expect(compose.lists["\(w).profiles"] == ["app"], "workflowd only with --profile app")
+        let dockerfile = try #require(compose.scalars["\(w).build.dockerfile"])
+        #expect(compose.scalars["\(w).build.context"] == ".")
+        #expect(FileManager.default.fileExists(atPath: Self.repository.appendingPathComponent(dockerfile).path))
+        // The DSN reaches the mariadb service with its credentials.
+        let dsn = try #require(compose.scalars["\(w).environment.WORKFLOWD_DSN"])
+        let config = try MariaDBConfiguration(dsn: dsn)
+        #expect(config.user == compose.scalars["\(Self.service).environment.MARIADB_USER"])
+        #expect(config.password == compose.scalars["\(Self.service).environment.MARIADB_PASSWORD"])
+        #expect(config.database == compose.scalars["\(Self.service).environment.MARIADB_DATABASE"])
+        #expect(config.endpoint == .tcp(host: "mariadb", port: 3306))
+        #expect(compose.scalars["\(w).depends_on.mariadb.condition"] == "service_healthy")
+        // The socket sits in a named volume other services can mount.
+        let socket = try #require(compose.scalars["\(w).environment.WORKFLOWD_SOCKET"])
+        let mounts = compose.lists["\(w).volumes"] ?? []
+        let mount = try #require(mounts.first { $0.hasPrefix("workflowd_run:") }, "\(mounts)")
+        let target = String(mount.dropFirst("workflowd_run:".count))
+        #expect(socket.hasPrefix(target + "/"), "socket \(socket) outside the shared volume \(target)")
+        #expect(compose.keys.contains("volumes.workflowd_run"))
+
+        // The image runs workflowd unprivileged with the same socket path, on the two C libraries.
+        let file = try Self.read(dockerfile)
+        let instructions = file.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.isEmpty && !$0.hasPrefix("#") }
+        #expect(instructions.filter { $0.hasPrefix("FROM ") }.count == 2, "a build stage and a runtime stage")
+        #expect(file.contains("libmariadb3") && file.contains("libuv1"))
+        #expect(file.contains("WORKFLOWD_SOCKET=\(socket)"))
+        let user = try #require(instructions.last { $0.hasPrefix("USER ") })
+        #expect(!user.contains("root") && user != "USER 0", "\(user)")
+        #expect(instructions.last { $0.hasPrefix("CMD ") } == #"CMD ["serve"]"#)
+        #expect(instructions.contains { $0.hasPrefix("STOPSIGNAL SIGTERM") })
     }
 }
 
