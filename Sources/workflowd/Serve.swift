@@ -49,7 +49,7 @@ struct ServerOptions: ParsableArguments {
     var noMigrate = false
 
     func serverConfiguration(dataDirectory: String, env: [String: String]) throws -> ServerConfiguration {
-        let path = Settings.absolutePath(socket ?? env["WORKFLOWD_SOCKET"].flatMap { $0.isEmpty ? nil : $0 } ?? dataDirectory + "/workflowd.sock")
+        let path = Settings.socketPath(flag: socket, dataDirectory: dataDirectory, env: env)
         var c = ServerConfiguration(socketPath: path)
         if let text = socketMode ?? env["WORKFLOWD_SOCKET_MODE"], !text.isEmpty {
             guard let mode = UInt32(text, radix: 8), mode <= 0o777 else {

@@ -42,8 +42,7 @@ struct Settings {
         var s = Settings(
             dsn: nil, dataDirectory: ".workflowd", pool: PoolConfiguration(), logLevel: .info)
         if let dsn = o.dsn ?? env["WORKFLOWD_DSN"], !dsn.isEmpty { s.dsn = dsn }
-        if let dir = o.dataDir ?? env["WORKFLOWD_DATA_DIR"], !dir.isEmpty { s.dataDirectory = dir }
-        s.dataDirectory = absolutePath(s.dataDirectory)
+        s.dataDirectory = dataDirectory(flag: o.dataDir, env: env)
         s.pool.maxOpen = try int(o.poolMaxOpen, env, "WORKFLOWD_POOL_MAX_OPEN", "--pool-max-open", 25, 1...1000)
         s.pool.maxIdle = try int(o.poolMaxIdle, env, "WORKFLOWD_POOL_MAX_IDLE", "--pool-max-idle", 5, 0...1000)
         if s.pool.maxIdle > s.pool.maxOpen { s.pool.maxIdle = s.pool.maxOpen }
@@ -80,6 +79,19 @@ struct Settings {
             throw SettingsError(message: "\(variable): '\(text)' is not a whole number from \(range.lowerBound) to \(range.upperBound)")
         }
         return v
+    }
+
+    /// `--data-dir`, else `WORKFLOWD_DATA_DIR`, else `.workflowd`; absolute.
+    static func dataDirectory(flag: String?, env: [String: String]) -> String {
+        var dir = ".workflowd"
+        if let d = flag ?? env["WORKFLOWD_DATA_DIR"], !d.isEmpty { dir = d }
+        return absolutePath(dir)
+    }
+
+    /// The socket `serve` listens on and `health` asks: `--socket`, else `WORKFLOWD_SOCKET`,
+    /// else `<data dir>/workflowd.sock`; absolute.
+    static func socketPath(flag: String?, dataDirectory: String, env: [String: String]) -> String {
+        absolutePath(flag ?? env["WORKFLOWD_SOCKET"].flatMap { $0.isEmpty ? nil : $0 } ?? dataDirectory + "/workflowd.sock")
     }
 
     /// `300`, `90s`, `5m`, `1h`, `500ms` → seconds.
