@@ -38,6 +38,8 @@ struct TLSConnectionTests {
             try c.executeText("CREATE DATABASE tls_db")
             try c.executeText("CREATE USER 'tls_user'@'127.0.0.1' IDENTIFIED BY '\(Self.password)' REQUIRE SSL")
             try c.executeText("GRANT ALL ON tls_db.* TO 'tls_user'@'127.0.0.1'")
+            try c.executeText("CREATE USER 'x509_user'@'127.0.0.1' IDENTIFIED BY '\(Self.password)' REQUIRE X509")
+            try c.executeText("GRANT ALL ON tls_db.* TO 'x509_user'@'127.0.0.1'")
         }
         await offThreadShutdown(admin)
         let base = "tls_user:\(Self.password)@tcp(127.0.0.1:\(port))/tls_db?timeout=5s"
@@ -106,7 +108,22 @@ struct TLSConnectionTests {
             try Tool.run(["migrate"], env: tlsEnv.merging(["WORKFLOWD_DB_TLS_CERT": certs.serverCertPath]) { $1 })
         }
         #expect(halfPair.status != 0 && halfPair.stderr.contains("needs both a certificate and a key"), "\(halfPair)")
-        for r in [dsnWins, noTLS, missing, halfPair] { #expect(!(r.stdout + r.stderr).contains(Self.password)) }
+        // A client certificate from WORKFLOWD_DB_TLS_CERT / _KEY, for a REQUIRE X509 user: without
+        // it the server refuses, with it `migrate` connects.
+        let x509DSN = "x509_user:\(Self.password)@tcp(127.0.0.1:\(port))/tls_db?tls=true&timeout=5s"
+        let noCert = try await offThread {
+            try Tool.run(["migrate"], env: ["WORKFLOWD_DSN": x509DSN, "WORKFLOWD_DB_TLS_CA": certs.caPath])
+        }
+        #expect(noCert.status != 0 && noCert.stderr.contains("1045"), "\(noCert)")
+        let withCert = try await offThread {
+            try Tool.run(["migrate"], env: [
+                "WORKFLOWD_DSN": x509DSN, "WORKFLOWD_DB_TLS_CA": certs.caPath,
+                "WORKFLOWD_DB_TLS_CERT": certs.clientCertPath, "WORKFLOWD_DB_TLS_KEY": certs.clientKeyPath,
+            ])
+        }
+        print("TLS-CLIENT-CERT: without exit \(noCert.status), with exit \(withCert.status): \(withCert.stdout.trimmingCharacters(in: .whitespacesAndNewlines))")
+        #expect(withCert.status == 0 && withCert.stdout.contains("nothing to do"), "\(withCert)")
+        for r in [dsnWins, noTLS, missing, halfPair, noCert, withCert] { #expect(!(r.stdout + r.stderr).contains(Self.password)) }
 
         let socket = dir + "/s.sock"
         let serve = try Tool.start(
@@ -183,20 +200,24 @@ struct TLSConnectionTests {
     }
 }
 
-/// A test CA, a server certificate it signed for 127.0.0.1 (CN and IP SAN), and a second CA
-/// that signed nothing. Made with the `openssl` command (scripts/install-deps.sh installs it);
+/// A test CA, a server certificate it signed for 127.0.0.1 (CN and IP SAN), a client
+/// certificate it signed, and a second CA that signed nothing. Made with the `openssl` command (scripts/install-deps.sh installs it);
 /// blocking, so call it off the cooperative pool.
 struct TestCertificates: Sendable {
     let caPath: String
     let serverCertPath: String
     let serverKeyPath: String
     let otherCAPath: String
+    let clientCertPath: String
+    let clientKeyPath: String
 
     init(directory: String) throws {
         caPath = directory + "/ca.pem"
         serverCertPath = directory + "/server.pem"
         serverKeyPath = directory + "/server.key"
         otherCAPath = directory + "/other-ca.pem"
+        clientCertPath = directory + "/client.pem"
+        clientKeyPath = directory + "/client.key"
         let caExtensions = ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]
         try Self.openssl(
             ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2", "-subj", "/CN=workflowd test CA",
@@ -212,6 +233,15 @@ struct TestCertificates: Sendable {
         try Self.openssl(
             ["x509", "-req", "-sha256", "-days", "2", "-in", directory + "/server.csr", "-CA", caPath,
              "-CAkey", directory + "/ca.key", "-CAcreateserial", "-extfile", directory + "/server.ext", "-out", serverCertPath],
+            in: directory)
+        try Self.openssl(
+            ["req", "-new", "-newkey", "rsa:2048", "-nodes", "-sha256", "-subj", "/CN=workflowd test client",
+             "-keyout", clientKeyPath, "-out", directory + "/client.csr"], in: directory)
+        try "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
+            .write(toFile: directory + "/client.ext", atomically: true, encoding: .utf8)
+        try Self.openssl(
+            ["x509", "-req", "-sha256", "-days", "2", "-in", directory + "/client.csr", "-CA", caPath,
+             "-CAkey", directory + "/ca.key", "-CAcreateserial", "-extfile", directory + "/client.ext", "-out", clientCertPath],
             in: directory)
     }
 
