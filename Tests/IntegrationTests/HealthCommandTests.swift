@@ -14,6 +14,18 @@ struct HealthCommandTests {
         try await CommandLineTests.run("workflowd", ["health"] + arguments, env: env)
     }
 
+    /// Polls until `health` exits 0: a server answers `ping` before its engine has taken the
+    /// relay and poller leases, and until then `leases` is rightly unhealthy.
+    func waitHealthy(_ socket: String, timeout: Double = 60) async throws -> CommandLineTests.Result {
+        let deadline = Date().addingTimeInterval(timeout)
+        var last = try await health(["--socket", socket, "--timeout", "60s"])
+        while last.status != 0, Date() < deadline {
+            try await Task.sleep(for: .milliseconds(200))
+            last = try await health(["--socket", socket, "--timeout", "60s"])
+        }
+        return last
+    }
+
     /// Healthy: one line per check, `healthy` last, exit 0; `--json` is the raw reply; the socket
     /// is found the way `serve` finds it. Then the server is killed: exit 3.
     @Test func healthyServerThenNoServer() async throws {
@@ -24,7 +36,7 @@ struct HealthCommandTests {
         let server = try ServerProcess(database: db, env: crashReportEnvironment, socketPath: dir + "/workflowd.sock")
         do {
             try await server.waitReady()
-            let text = try await health(["--socket", server.socketPath])
+            let text = try await waitHealthy(server.socketPath)
             print("HEALTH-OK: exit \(text.status)\n\(text.stdout)")
             #expect(text.status == 0, "\(text)")
             let lines = text.stdout.split(separator: "\n").map(String.init)
@@ -75,7 +87,8 @@ struct HealthCommandTests {
             let db = try await mdb.createDatabase()
             let s = try await ServerProcess.start(database: db, env: crashReportEnvironment)
             server = s
-            #expect(try await health(["--socket", s.socketPath]).status == 0)
+            let up = try await waitHealthy(s.socketPath)
+            #expect(up.status == 0, "\(up)")
 
             try await mdb.stop()
             let down = try await health(["--socket", s.socketPath, "--timeout", "60s"])
@@ -92,13 +105,7 @@ struct HealthCommandTests {
             #expect(s.process.isRunning)
 
             try await mdb.start()
-            var back = down
-            let deadline = Date().addingTimeInterval(60)
-            repeat {
-                back = try await health(["--socket", s.socketPath, "--timeout", "60s"])
-                if back.status == 0 { break }
-                try await Task.sleep(for: .milliseconds(250))
-            } while Date() < deadline
+            let back = try await waitHealthy(s.socketPath)
             #expect(back.status == 0, "\(back)")
             #expect(try await s.terminate() == 0, "\(s.log.suffix(2000))")
             server = nil
