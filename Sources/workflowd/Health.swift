@@ -31,7 +31,7 @@ struct Health: AsyncParsableCommand {
     @Option(name: .customLong("data-dir"), help: "The server's data folder, for the default socket path (env WORKFLOWD_DATA_DIR, default .workflowd).")
     var dataDir: String?
 
-    @Option(name: .long, help: "Longest wait for the connection and the reply, e.g. 10s or 500ms (default 10s).")
+    @Option(name: .long, help: "Longest wait for the connection and the reply, e.g. 10s or 500ms.")
     var timeout: String = "10s"
 
     @Flag(name: .long, help: "Print the server's reply line exactly as received.")
