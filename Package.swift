@@ -56,7 +56,7 @@ let package = Package(
         .executableTarget(
             name: "workflowd",
             dependencies: [
-                "WorkflowServer", "WorkflowMariaDB", "WorkflowEngine", "OrderWorkflow", "WorkflowWire",
+                "WorkflowServer", "WorkflowMariaDB", "WorkflowEngine", "OrderWorkflow", "WorkflowWire", "WorkflowClient",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

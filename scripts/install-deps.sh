@@ -4,7 +4,9 @@
 # everything is installed. Uses sudo when not root.
 set -euo pipefail
 
-packages=(mariadb-server mariadb-client libmariadb-dev libuv1-dev socat pkg-config)
+# openssl: the TLS test makes its own CA and certificates (not pulled in by the others on a
+# minimal Debian image).
+packages=(mariadb-server mariadb-client libmariadb-dev libuv1-dev socat pkg-config openssl)
 
 say() { printf 'install-deps: %s\n' "$*" >&2; }
 

@@ -21,7 +21,7 @@ step() { printf '\n==> [test.sh +%ss] %s\n' "$((SECONDS - started_at))" "$*" >&2
 # 1. System packages and Swift.
 step "checking system packages"
 need_install=0
-for tool in mariadbd mariadb-install-db mariadb-admin mariadb socat pkg-config; do
+for tool in mariadbd mariadb-install-db mariadb-admin mariadb socat pkg-config openssl; do
     PATH="$PATH:/usr/sbin" command -v "$tool" >/dev/null 2>&1 || need_install=1
 done
 pkg-config --exists libuv libmariadb 2>/dev/null || need_install=1

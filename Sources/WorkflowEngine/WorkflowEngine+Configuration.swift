@@ -46,8 +46,12 @@ extension WorkflowEngine {
         /// that passes it logs one warning, and one line when it is back under half of it.
         /// Default 5 000 ms.
         public var lagCheckMilliseconds: Int = 5_000
-        /// Health: oldest outbox row age above which `outbox` is unhealthy. Default 30 000 ms.
+        /// Health: age of the oldest outbox row (how far the relay is behind) above which `relay`
+        /// is unhealthy. Default 30 000 ms.
         public var healthMaxOutboxAgeMilliseconds: Int64 = 30_000
+        /// Health: outbox rows waiting for the relay above which `outbox` is unhealthy.
+        /// Default 10 000.
+        public var healthMaxOutboxPending: Int = 10_000
 
         /// How long `history` waits for the relay to log a change that is already committed.
         public var historyWaitMilliseconds: Int = 2_000

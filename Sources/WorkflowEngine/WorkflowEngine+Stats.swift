@@ -19,9 +19,11 @@ extension WorkflowEngine {
         return EngineStats(byStatus: byStatus, byRunState: byRunState, outbox: outbox, head: head, consumers: lags)
     }
 
-    /// database (the log head is readable), leases (someone holds the relay and poller leases),
-    /// lag (no consumer further behind than `healthMaxLag`), outbox (oldest row younger than
-    /// `healthMaxOutboxAgeMilliseconds`), engine (not stopping).
+    /// database (the log head is readable), schema (the version this build expects), leases
+    /// (someone holds the relay and poller leases), lag (no consumer further behind than
+    /// `healthMaxLag`), relay (the oldest outbox row is younger than
+    /// `healthMaxOutboxAgeMilliseconds`), outbox (at most `healthMaxOutboxPending` rows wait),
+    /// engine (not stopping). Each detail names its limit, so a probe's output explains itself.
     public func health() async -> HealthReport {
         let store = core.store
         let config = core.configuration
@@ -55,12 +57,17 @@ extension WorkflowEngine {
             }
             checks["lag"] = HealthCheck(
                 ok: worst.1 <= config.healthMaxLag,
-                detail: worst.1 == 0 ? "all consumers at the head" : "largest lag \(worst.1) events (\(worst.0))")
+                detail: (worst.1 == 0 ? "all consumers at the head" : "largest lag \(worst.1) events (\(worst.0))")
+                    + " (limit \(config.healthMaxLag))")
             let outbox = try await store.outboxStats()
-            let age = outbox.oldest.map { now.milliseconds - $0.milliseconds } ?? 0
-            checks["outbox"] = HealthCheck(
+            let age = max(0, outbox.oldest.map { now.milliseconds - $0.milliseconds } ?? 0)
+            checks["relay"] = HealthCheck(
                 ok: age <= config.healthMaxOutboxAgeMilliseconds,
-                detail: "\(outbox.pending) pending, oldest \(age) ms")
+                detail: (outbox.oldest == nil ? "outbox empty" : "oldest unrelayed change \(age) ms old")
+                    + " (limit \(config.healthMaxOutboxAgeMilliseconds) ms)")
+            checks["outbox"] = HealthCheck(
+                ok: outbox.pending <= config.healthMaxOutboxPending,
+                detail: "\(outbox.pending) pending (limit \(config.healthMaxOutboxPending))")
         } catch {
             checks["database"] = HealthCheck(ok: false, detail: EngineCore.describe(error))
         }

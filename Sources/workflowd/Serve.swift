@@ -39,11 +39,17 @@ struct ServerOptions: ParsableArguments {
     @Option(name: .customLong("lag-alert"), help: "Consumer lag in events that logs a warning and makes `health` unhealthy (env WORKFLOWD_LAG_ALERT, default 10000).")
     var lagAlert: Int?
 
+    @Option(name: .customLong("outbox-alert"), help: "Outbox rows waiting for the relay that make `health` report `outbox` unhealthy (env WORKFLOWD_OUTBOX_ALERT, default 10000).")
+    var outboxAlert: Int?
+
+    @Option(name: .customLong("relay-alert"), help: "Age of the oldest outbox row (the relay's lag), e.g. 30s, that makes `health` report `relay` unhealthy (env WORKFLOWD_RELAY_ALERT, default 30s).")
+    var relayAlert: String?
+
     @Flag(name: .customLong("no-migrate"), help: "Do not apply the schema at start-up, only check that it is current (run `workflowd migrate` as an admin).")
     var noMigrate = false
 
     func serverConfiguration(dataDirectory: String, env: [String: String]) throws -> ServerConfiguration {
-        let path = Settings.absolutePath(socket ?? env["WORKFLOWD_SOCKET"].flatMap { $0.isEmpty ? nil : $0 } ?? dataDirectory + "/workflowd.sock")
+        let path = Settings.socketPath(flag: socket, dataDirectory: dataDirectory, env: env)
         var c = ServerConfiguration(socketPath: path)
         if let text = socketMode ?? env["WORKFLOWD_SOCKET_MODE"], !text.isEmpty {
             guard let mode = UInt32(text, radix: 8), mode <= 0o777 else {
@@ -118,6 +124,14 @@ struct ServerOptions: ParsableArguments {
         c.leaseTTLMilliseconds = Int64(ttl)
         c.leaseRenewMilliseconds = max(100, ttl / 5)
         c.healthMaxLag = Int64(try Settings.int(lagAlert, env, "WORKFLOWD_LAG_ALERT", "--lag-alert", 10_000, 1...1_000_000_000))
+        c.healthMaxOutboxPending = try Settings.int(outboxAlert, env, "WORKFLOWD_OUTBOX_ALERT", "--outbox-alert", 10_000, 1...1_000_000_000)
+        if let text = relayAlert ?? env["WORKFLOWD_RELAY_ALERT"].flatMap({ $0.isEmpty ? nil : $0 }) {
+            guard let seconds = Settings.duration(text), seconds >= 0.001, seconds <= 86_400 else {
+                throw SettingsError(
+                    message: "\(relayAlert != nil ? "--relay-alert" : "WORKFLOWD_RELAY_ALERT"): '\(text)' is not a duration from 1ms to 24h such as 30s, 2m or 500ms")
+            }
+            c.healthMaxOutboxAgeMilliseconds = Int64((seconds * 1000).rounded())
+        }
         return c
     }
 }

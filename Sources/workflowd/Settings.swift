@@ -21,6 +21,15 @@ struct DatabaseOptions: ParsableArguments {
     @Option(name: .customLong("pool-max-lifetime"), help: "Recycle connections older than this, e.g. 5m (env WORKFLOWD_POOL_MAX_LIFETIME, default 5m).")
     var poolMaxLifetime: String?
 
+    @Option(name: .customLong("db-tls-ca"), help: "CA certificate (PEM) that signs the database server's certificate, for a DSN with tls=true (env WORKFLOWD_DB_TLS_CA; the DSN's tls-ca wins).")
+    var dbTLSCA: String?
+
+    @Option(name: .customLong("db-tls-cert"), help: "Client certificate (PEM) for the database, with --db-tls-key (env WORKFLOWD_DB_TLS_CERT; the DSN's tls-cert wins).")
+    var dbTLSCert: String?
+
+    @Option(name: .customLong("db-tls-key"), help: "Private key (PEM) of the client certificate (env WORKFLOWD_DB_TLS_KEY; the DSN's tls-key wins).")
+    var dbTLSKey: String?
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error, critical (env WORKFLOWD_LOG_LEVEL, default info).")
     var logLevel: String?
 }
@@ -37,13 +46,34 @@ struct Settings {
     var dataDirectory: String
     var pool: PoolConfiguration
     var logLevel: Logger.Level
+    /// TLS files for the database from the flags or variables (not the DSN), each with the name
+    /// of its source for error messages.
+    var tlsFiles: [TLSFile] = []
+
+    struct TLSFile {
+        enum Role { case ca, cert, key }
+        var role: Role
+        var path: String
+        var source: String
+    }
 
     static func resolve(_ o: DatabaseOptions, env: [String: String]) throws -> Settings {
         var s = Settings(
             dsn: nil, dataDirectory: ".workflowd", pool: PoolConfiguration(), logLevel: .info)
         if let dsn = o.dsn ?? env["WORKFLOWD_DSN"], !dsn.isEmpty { s.dsn = dsn }
-        if let dir = o.dataDir ?? env["WORKFLOWD_DATA_DIR"], !dir.isEmpty { s.dataDirectory = dir }
-        s.dataDirectory = absolutePath(s.dataDirectory)
+        s.dataDirectory = dataDirectory(flag: o.dataDir, env: env)
+        for (role, flag, flagName, variable) in [
+            (TLSFile.Role.ca, o.dbTLSCA, "--db-tls-ca", "WORKFLOWD_DB_TLS_CA"),
+            (.cert, o.dbTLSCert, "--db-tls-cert", "WORKFLOWD_DB_TLS_CERT"),
+            (.key, o.dbTLSKey, "--db-tls-key", "WORKFLOWD_DB_TLS_KEY"),
+        ] {
+            if let flag {
+                guard !flag.isEmpty else { throw SettingsError(message: "\(flagName): the path is empty") }
+                s.tlsFiles.append(TLSFile(role: role, path: flag, source: flagName))
+            } else if let value = env[variable], !value.isEmpty {
+                s.tlsFiles.append(TLSFile(role: role, path: value, source: variable))
+            }
+        }
         s.pool.maxOpen = try int(o.poolMaxOpen, env, "WORKFLOWD_POOL_MAX_OPEN", "--pool-max-open", 25, 1...1000)
         s.pool.maxIdle = try int(o.poolMaxIdle, env, "WORKFLOWD_POOL_MAX_IDLE", "--pool-max-idle", 5, 0...1000)
         if s.pool.maxIdle > s.pool.maxOpen { s.pool.maxIdle = s.pool.maxOpen }
@@ -80,6 +110,72 @@ struct Settings {
             throw SettingsError(message: "\(variable): '\(text)' is not a whole number from \(range.lowerBound) to \(range.upperBound)")
         }
         return v
+    }
+
+    /// `--data-dir`, else `WORKFLOWD_DATA_DIR`, else `.workflowd`; absolute.
+    static func dataDirectory(flag: String?, env: [String: String]) -> String {
+        var dir = ".workflowd"
+        if let d = flag ?? env["WORKFLOWD_DATA_DIR"], !d.isEmpty { dir = d }
+        return absolutePath(dir)
+    }
+
+    /// The socket `serve` listens on and `health` asks: `--socket`, else `WORKFLOWD_SOCKET`,
+    /// else `<data dir>/workflowd.sock`; absolute.
+    static func socketPath(flag: String?, dataDirectory: String, env: [String: String]) -> String {
+        absolutePath(flag ?? env["WORKFLOWD_SOCKET"].flatMap { $0.isEmpty ? nil : $0 } ?? dataDirectory + "/workflowd.sock")
+    }
+
+    /// The configured DSN, parsed, with the TLS files of the flags and variables applied: a
+    /// file the DSN names itself (`tls-ca`, `tls-cert`, `tls-key`) wins, because the DSN is the
+    /// more specific of the two. nil without a DSN (the embedded server, over its Unix socket).
+    ///
+    /// TLS files without TLS turned on in the DSN are an error rather than silently ignored (a
+    /// CA alone must not look like TLS is in use); so is a certificate without its key, and a
+    /// file that cannot be read.
+    func databaseConfiguration() throws -> MariaDBConfiguration? {
+        guard let dsn else {
+            if let first = tlsFiles.first {
+                throw SettingsError(
+                    message: "\(first.source): TLS files need a DSN with tls=true (WORKFLOWD_DSN / --dsn); the embedded MariaDB is reached over its Unix socket")
+            }
+            return nil
+        }
+        var config: MariaDBConfiguration
+        do {
+            config = try MariaDBConfiguration(dsn: dsn)
+        } catch {
+            throw SettingsError(message: "WORKFLOWD_DSN / --dsn: \(error.message)")
+        }
+        var sources: [TLSFile.Role: String] = [:]
+        for file in tlsFiles {
+            switch file.role {
+            case .ca where config.tlsCA == nil: config.tlsCA = file.path
+            case .cert where config.tlsCert == nil: config.tlsCert = file.path
+            case .key where config.tlsKey == nil: config.tlsKey = file.path
+            case .ca, .cert, .key: continue  // the DSN's own parameter wins
+            }
+            sources[file.role] = file.source
+        }
+        if !sources.isEmpty, config.tls == .disabled {
+            let names = tlsFiles.filter { sources[$0.role] != nil }.map(\.source).joined(separator: ", ")
+            throw SettingsError(
+                message: "\(names) set, but the DSN does not turn TLS on: add ?tls=true (certificate verified) or ?tls=skip-verify to WORKFLOWD_DSN / --dsn")
+        }
+        if (config.tlsCert == nil) != (config.tlsKey == nil) {
+            throw SettingsError(
+                message: "a client certificate needs both a certificate and a key (WORKFLOWD_DB_TLS_CERT and WORKFLOWD_DB_TLS_KEY, or the DSN's tls-cert and tls-key)")
+        }
+        for (role, path) in [(TLSFile.Role.ca, config.tlsCA), (.cert, config.tlsCert), (.key, config.tlsKey)] {
+            guard let path else { continue }
+            let source = sources[role] ?? "WORKFLOWD_DSN / --dsn parameter " + (role == .ca ? "tls-ca" : role == .cert ? "tls-cert" : "tls-key")
+            guard FileManager.default.isReadableFile(atPath: path) else {
+                throw SettingsError(message: "\(source): cannot read '\(path)'")
+            }
+        }
+        guard !config.database.isEmpty else {
+            throw SettingsError(message: "WORKFLOWD_DSN / --dsn: the DSN names no database (…/dbname)")
+        }
+        return config
     }
 
     /// `300`, `90s`, `5m`, `1h`, `500ms` → seconds.
@@ -119,18 +215,14 @@ final class DatabaseHandle {
 
     init(settings: Settings, logger: Logger) async throws {
         self.logger = logger
-        if let dsn = settings.dsn {
-            do {
-                configuration = try MariaDBConfiguration(dsn: dsn)
-            } catch {
-                throw SettingsError(message: "WORKFLOWD_DSN / --dsn: \(error.message)")
-            }
-            guard !configuration.database.isEmpty else {
-                throw SettingsError(message: "WORKFLOWD_DSN / --dsn: the DSN names no database (…/dbname)")
-            }
+        if let configured = try settings.databaseConfiguration() {
+            configuration = configured
             embedded = nil
             startedEmbedded = false
-            logger.info("using MariaDB", metadata: ["db": "\(configuration)"])
+            var metadata: Logger.Metadata = ["db": "\(configuration)"]
+            if let ca = configuration.tlsCA { metadata["tls.ca"] = "\(ca)" }
+            if let cert = configuration.tlsCert { metadata["tls.cert"] = "\(cert)" }
+            logger.info("using MariaDB", metadata: metadata)
         } else {
             let server = PrivateMariaDB(directory: settings.dataDirectory + "/mariadb")
             let wasRunning = server.isRunning
@@ -152,13 +244,8 @@ final class DatabaseHandle {
     }
 
     /// Creates the database named in `dsn` if it is missing (for `migrate --create-database`).
-    static func createDatabase(dsn: String, logger: Logger) async throws {
-        var config: MariaDBConfiguration
-        do {
-            config = try MariaDBConfiguration(dsn: dsn)
-        } catch {
-            throw SettingsError(message: "WORKFLOWD_DSN / --dsn: \(error.message)")
-        }
+    static func createDatabase(settings: Settings, logger: Logger) async throws {
+        guard var config = try settings.databaseConfiguration() else { return }
         let name = config.database
         guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) else {
             throw SettingsError(message: "--create-database: the database name must be letters, digits and _ only")

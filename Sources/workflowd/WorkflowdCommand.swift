@@ -9,7 +9,7 @@ struct WorkflowdCommand: AsyncParsableCommand {
         commandName: "workflowd",
         abstract: "A durable workflow service on MariaDB, serving newline-delimited JSON on a Unix socket.",
         version: WorkflowdVersion.string,
-        subcommands: [Serve.self, Migrate.self, Demo.self, Version.self],
+        subcommands: [Serve.self, Migrate.self, Health.self, Demo.self, Version.self],
         defaultSubcommand: Serve.self)
 }
 
@@ -38,8 +38,8 @@ struct Migrate: AsyncParsableCommand {
         let settings = try Settings.resolve(database, env: ProcessInfo.processInfo.environment)
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
         let logger = settings.makeLogger(label: "workflowd")
-        if createDatabase, let dsn = settings.dsn {
-            try await DatabaseHandle.createDatabase(dsn: dsn, logger: logger)
+        if createDatabase {
+            try await DatabaseHandle.createDatabase(settings: settings, logger: logger)
         }
         let db = try await DatabaseHandle(settings: settings, logger: logger)
         let before: Int

@@ -557,7 +557,7 @@ extension ProtocolE2E {
                 #expect(health.keys == ["ok", "healthy", "checks"], "\(health)")
                 #expect(health["healthy"] == .bool(true), "\(health)")
                 let checks = health["checks"] ?? .null
-                for name in ["database", "schema", "leases", "lag", "outbox"] { #expect(checks[name] != nil, "\(name): \(health)") }
+                for name in ["database", "schema", "leases", "lag", "relay", "outbox"] { #expect(checks[name] != nil, "\(name): \(health)") }
                 for name in checks.keys {
                     #expect(checks[name]?.keys == ["ok", "detail"], "\(name): \(health)")
                     #expect(checks[name]?["ok"] == .bool(true), "\(name): \(health)")

@@ -426,9 +426,34 @@ import Testing
             #expect(stats.consumers.count == 2 * 4)
             let health = await engine.health()
             #expect(health.healthy, "\(health.checks)")
-            #expect(Set(health.checks.keys) == ["engine", "database", "leases", "lag", "outbox"])
+            #expect(Set(health.checks.keys) == ["engine", "database", "leases", "lag", "relay", "outbox"])
         }
         let after = await engine.health()
         #expect(!after.healthy)
+    }
+
+    /// Nobody relays (the engine is not running), so triggers stay in the outbox: `outbox` turns
+    /// unhealthy past `healthMaxOutboxPending` rows, `relay` once the oldest row is older than
+    /// `healthMaxOutboxAgeMilliseconds`; each detail names its limit.
+    @Test(.timeLimit(.minutes(1)))
+    func outboxBacklogAndRelayLagHaveLimits() async throws {
+        let flow = TestFlow()
+        var config = testConfiguration()
+        config.healthMaxOutboxPending = 2
+        config.healthMaxOutboxAgeMilliseconds = 5_000
+        let engine = try WorkflowEngine(
+            store: InMemoryWorkflowStore(clock: clock), definitions: [flow.definition()], configuration: config, clock: clock)
+        _ = try await trigger(engine, "o-1")
+        _ = try await trigger(engine, "o-2")
+        var health = await engine.health()
+        #expect(health.checks["outbox"] == HealthCheck(ok: true, detail: "2 pending (limit 2)"))
+        #expect(health.checks["relay"] == HealthCheck(ok: true, detail: "oldest unrelayed change 0 ms old (limit 5000 ms)"))
+        _ = try await trigger(engine, "o-3")
+        clock.advance(milliseconds: 5_001)
+        health = await engine.health()
+        #expect(health.checks["outbox"] == HealthCheck(ok: false, detail: "3 pending (limit 2)"))
+        #expect(health.checks["relay"] == HealthCheck(ok: false, detail: "oldest unrelayed change 5001 ms old (limit 5000 ms)"))
+        #expect(health.checks["database"]?.ok == true)
+        #expect(!health.healthy)
     }
 }

@@ -165,6 +165,7 @@ struct DockerComposeTests {
         #expect(!user.contains("root") && user != "USER 0", "\(user)")
         #expect(instructions.last { $0.hasPrefix("CMD ") } == #"CMD ["serve"]"#)
         #expect(instructions.contains { $0.hasPrefix("STOPSIGNAL SIGTERM") })
+        #expect(instructions.contains { $0.hasPrefix("HEALTHCHECK ") && $0.hasSuffix(#"CMD ["/usr/local/bin/workflowd", "health"]"#) })
     }
 }
 
