@@ -38,7 +38,13 @@ struct IntegrationDatabase: Sendable {
         guard case .unix(let path) = configuration.endpoint else {
             if case .tcp(let host, let port) = configuration.endpoint {
                 let auth = configuration.password.map { "\(configuration.user):\($0)" } ?? configuration.user
-                return "\(auth)@tcp(\(host):\(port))/\(configuration.database)"
+                // Timeouts other than the defaults travel as DSN parameters.
+                var parameters: [String] = []
+                if configuration.connectTimeout != 10 { parameters.append("timeout=\(configuration.connectTimeout)s") }
+                if configuration.readTimeout != 30 { parameters.append("readTimeout=\(configuration.readTimeout)s") }
+                if configuration.writeTimeout != 30 { parameters.append("writeTimeout=\(configuration.writeTimeout)s") }
+                let query = parameters.isEmpty ? "" : "?" + parameters.joined(separator: "&")
+                return "\(auth)@tcp(\(host):\(port))/\(configuration.database)\(query)"
             }
             return ""
         }
