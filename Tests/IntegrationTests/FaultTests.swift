@@ -134,17 +134,10 @@ struct FaultTests {
     }
 
     @Test func mariadbStoppedAndStartedUnderLoad() async throws {
-        signal(SIGPIPE, SIG_IGN)
         let orders = FaultSettings.orders
         let cycles = FaultSettings.dbRestarts
-        let mdb = StoppableMariaDB()
-        var server: ServerProcess? = nil
-        do {
-            try await mdb.start()
-            let db = try await mdb.createDatabase()
-            // At notice level: the outage's "succeed again" line is a notice.
-            let s = try await ServerProcess.start(database: db, env: crashReportEnvironment.merging(["WORKFLOWD_LOG_LEVEL": "notice"]) { $1 })
-            server = s
+        // At notice level: the outage's "succeed again" line is a notice.
+        try await withStoppableServer(env: ["WORKFLOWD_LOG_LEVEL": "notice"]) { s, mdb, db in
             let pid = s.pid
             let path = s.socketPath
             let deadline = Date().addingTimeInterval(Double(FaultSettings.timeLimitMinutes * 60) - 30)
@@ -239,20 +232,14 @@ struct FaultTests {
             // The log: each outage is one warning when background calls start failing and one
             // notice when they succeed again, however many calls failed in between.
             // (The recovery line comes once no call has failed for a few seconds.)
-            let logLines = try await s.waitForLog("database calls succeed again", timeout: 30).split(separator: "\n")
-            let failing = logLines.filter { $0.contains("database calls are failing") }
-            let recovered = logLines.filter { $0.contains("database calls succeed again") }
-            let otherWarnings = logLines.filter {
-                ($0.contains(" warning ") || $0.contains(" error ")) && !$0.contains("database calls are failing")
-            }
-            print("FAULT-DB-RESTART: log: \(logLines.count) lines, \(failing.count) outage warnings, \(recovered.count) recoveries, \(otherWarnings.count) other warnings or errors")
-            #expect((1...(2 * cycles)).contains(failing.count), "outage warnings: \(failing)")
-            #expect(recovered.count == failing.count, "every outage warning has its recovery line: \(recovered)")
+            let log = try await OutageLog(s)
+            print("FAULT-DB-RESTART: log: \(log.summary)")
+            #expect((1...(2 * cycles)).contains(log.failing.count), "outage warnings: \(log.failing)")
+            #expect(log.recovered.count == log.failing.count, "every outage warning has its recovery line: \(log.recovered)")
             // Besides: one error per COMMIT the outage cut off (its outcome is unknown; at most one
             // per pool connection, 8 here), and nothing else.
-            let lostCommits = otherWarnings.filter { $0.contains("commit outcome unknown") }
-            #expect(lostCommits.count <= 8 * cycles, "\(lostCommits.count) lost commits logged")
-            #expect(otherWarnings.count == lostCommits.count, "other warnings: \(otherWarnings.filter { !$0.contains("commit outcome unknown") }.prefix(10).joined(separator: "\n"))")
+            #expect(log.lostCommits.count <= 8 * cycles, "\(log.lostCommits.count) lost commits logged")
+            #expect(log.others.isEmpty, "other warnings: \(log.others.prefix(10).joined(separator: "\n"))")
             #expect(
                 outcomes.allSatisfy { $0[0] == "5" || (($0[0] == "7" || $0[0] == "8") && $0[1] == "timed out") },
                 "an order ended otherwise than completed or timed out: \(outcomeText)")
@@ -274,13 +261,6 @@ struct FaultTests {
                     + "MariaDB restart(s): \(state.unavailableCount) UNAVAILABLE replies (0 stored), \(state.outcomeUnknown) commit outcome unknown "
                     + "(\(state.storedAfterOutcomeUnknown) of them stored); all completed \(String(format: "%.1f", finishedIn)) s later, once each; "
                     + "outbox empty; event log 1…\(head) gap-free; the subscriber saw \(seqs.count) events in order; same pid \(pid)")
-            #expect(try await s.terminate() == 0, "\(s.log.suffix(2000))")
-            server = nil
-            await mdb.remove()
-        } catch {
-            server?.kill()
-            await mdb.remove()
-            throw error
         }
     }
 
@@ -335,24 +315,16 @@ struct FaultTests {
     /// while. Requests get UNAVAILABLE, the server stays up, the log has one warning and one
     /// recovery line, and everything finishes once the limit is raised.
     @Test func tooManyConnectionsIsSurvived() async throws {
-        signal(SIGPIPE, SIG_IGN)
-        let mdb = StoppableMariaDB()
-        var server: ServerProcess? = nil
-        do {
-            try await mdb.start()
-            let rootDB = try await mdb.createDatabase()
+        // Connections live a second, so the pool keeps opening new ones.
+        try await withStoppableServer(env: ["WORKFLOWD_LOG_LEVEL": "notice"], arguments: ["--pool-max-lifetime", "1s"]) { rootDB in
             // An application user without SUPER: it gets no connection beyond max_connections.
             try await rootDB.execute("CREATE USER 'wf_app'@'localhost' IDENTIFIED BY 'c0nn-Limit-pw'")
             try await rootDB.execute("GRANT ALL ON \(rootDB.configuration.database).* TO 'wf_app'@'localhost'")
             var appConfig = rootDB.configuration
             appConfig.user = "wf_app"
             appConfig.password = "c0nn-Limit-pw"
-            let appDB = IntegrationDatabase(configuration: appConfig)
-            // Connections live a second, so the pool keeps opening new ones.
-            let s = try await ServerProcess.start(
-                database: appDB, env: crashReportEnvironment.merging(["WORKFLOWD_LOG_LEVEL": "notice"]) { $1 },
-                arguments: ["--pool-max-lifetime", "1s"])
-            server = s
+            return IntegrationDatabase(configuration: appConfig)
+        } _: { s, _, rootDB in
             let c = try s.client()
             for i in 0..<10 { try submitOrder(c, "TM-before-\(i)") }
 
@@ -400,24 +372,13 @@ struct FaultTests {
             }
             #expect(after == 10)
             try await rootDB.waitFor("SELECT COUNT(*) FROM workflow_records WHERE run_state = 5", equals: 20, timeout: 120)
-            let log = try await s.waitForLog("database calls succeed again", timeout: 30)
-            let lines = log.split(separator: "\n")
-            let failing = lines.filter { $0.contains("database calls are failing") }
-            let recovered = lines.filter { $0.contains("database calls succeed again") }
-            let others = lines.filter { ($0.contains(" warning ") || $0.contains(" error ")) && !$0.contains("database calls are failing") }
-            print("FAULT-1040: \(refused) requests answered UNAVAILABLE (1040); log: \(failing.count) outage warning(s), \(recovered.count) recovery line(s), \(others.count) other warnings; \(lines.count) lines in all")
-            #expect(failing.count == 1, "\(failing)")
-            #expect(failing.first?.contains("1040") == true, "the warning names the error: \(failing)")
-            #expect(recovered.count == 1)
-            #expect(others.isEmpty, "\(others.prefix(5).joined(separator: "\n"))")
-            #expect(!log.contains("c0nn-Limit-pw"))
-            #expect(try await s.terminate() == 0)
-            server = nil
-            await mdb.remove()
-        } catch {
-            server?.kill()
-            await mdb.remove()
-            throw error
+            let log = try await OutageLog(s)
+            print("FAULT-1040: \(refused) requests answered UNAVAILABLE (1040); log: \(log.summary)")
+            #expect(log.failing.count == 1, "\(log.failing)")
+            #expect(log.failing.first?.contains("1040") == true, "the warning names the error: \(log.failing)")
+            #expect(log.recovered.count == 1)
+            #expect(log.others.isEmpty && log.lostCommits.isEmpty, "\((log.others + log.lostCommits).prefix(5).joined(separator: "\n"))")
+            #expect(!s.log.contains("c0nn-Limit-pw"))
         }
     }
 

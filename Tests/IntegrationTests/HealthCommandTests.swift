@@ -80,13 +80,7 @@ struct HealthCommandTests {
     /// The database stops under a running server: exit 1 with `database` failing; once it is
     /// back, exit 0 again.
     @Test func databaseStoppedIsUnhealthy() async throws {
-        let mdb = StoppableMariaDB()
-        try await mdb.start()
-        var server: ServerProcess? = nil
-        do {
-            let db = try await mdb.createDatabase()
-            let s = try await ServerProcess.start(database: db, env: crashReportEnvironment)
-            server = s
+        try await withStoppableServer { s, mdb, _ in
             let up = try await waitHealthy(s.socketPath)
             #expect(up.status == 0, "\(up)")
 
@@ -107,13 +101,6 @@ struct HealthCommandTests {
             try await mdb.start()
             let back = try await waitHealthy(s.socketPath)
             #expect(back.status == 0, "\(back)")
-            #expect(try await s.terminate() == 0, "\(s.log.suffix(2000))")
-            server = nil
-            await mdb.remove()
-        } catch {
-            server?.kill()
-            await mdb.remove()
-            throw error
         }
     }
 }

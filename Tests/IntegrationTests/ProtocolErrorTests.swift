@@ -233,14 +233,7 @@ extension ProtocolE2E {
         /// MariaDB goes away under a running server: UNAVAILABLE (retryable, nothing changed), the
         /// server stays up, and works again once the database is back.
         @Test(.timeLimit(.minutes(3))) func unavailableWhileTheDatabaseIsDown() async throws {
-            signal(SIGPIPE, SIG_IGN)
-            let mdb = StoppableMariaDB()
-            try await mdb.start()
-            var server: ServerProcess? = nil
-            do {
-                let db = try await mdb.createDatabase()
-                let s = try await ServerProcess.start(database: db, env: crashReportEnvironment)
-                server = s
+            try await withStoppableServer { s, mdb, _ in
                 let c = try s.client()
                 try submitOrder(c, "UA-1")
                 #expect(try awaitFinished(c, "UA-1")["status"] == .string("OrderCompleted"))
@@ -272,13 +265,6 @@ extension ProtocolE2E {
                 #expect(try awaitFinished(c, "UA-3")["status"] == .string("OrderCompleted"))
                 // Nothing was changed by the refused submit.
                 expectError(parsed(try c.callLine(#"{"op":"get","foreign_id":"UA-2"}"#)), code: "NOT_FOUND", retryable: false)
-                #expect(try await s.terminate() == 0, "\(s.log.suffix(2000))")
-                server = nil
-                await mdb.remove()
-            } catch {
-                server?.kill()
-                await mdb.remove()
-                throw error
             }
         }
     }

@@ -368,6 +368,36 @@ struct StoppableMariaDB: Sendable {
     }
 }
 
+/// A server on a MariaDB of the test's own, which `body` may stop and start. `prepare` may make
+/// the database the server is given (say, with another user); by default it is the server's
+/// root database. Afterwards the server gets SIGTERM and must exit 0; the MariaDB is stopped and
+/// its folder removed — also when `body` throws (the server is killed then).
+func withStoppableServer<T>(
+    env: [String: String] = [:], arguments: [String] = [],
+    prepare: (IntegrationDatabase) async throws -> IntegrationDatabase = { $0 },
+    _ body: (ServerProcess, StoppableMariaDB, IntegrationDatabase) async throws -> T
+) async throws -> T {
+    signal(SIGPIPE, SIG_IGN)
+    let mdb = StoppableMariaDB()
+    var server: ServerProcess? = nil
+    do {
+        try await mdb.start()
+        let root = try await mdb.createDatabase()
+        let s = try await ServerProcess.start(
+            database: try await prepare(root), env: crashReportEnvironment.merging(env) { $1 }, arguments: arguments)
+        server = s
+        let result = try await body(s, mdb, root)
+        #expect(try await s.terminate() == 0, "\(s.log.suffix(2000))")
+        server = nil
+        await mdb.remove()
+        return result
+    } catch {
+        server?.kill()
+        await mdb.remove()
+        throw error
+    }
+}
+
 /// Samples a server's VmRSS every 50 ms on a thread of its own until stopped.
 final class RSSSampler: @unchecked Sendable {
     private let lock = NSLock()
@@ -425,5 +455,32 @@ final class TableLock: @unchecked Sendable {
         _ = try? await task?.value
         task = nil
         pool.shutdown()
+    }
+}
+
+/// A server's log after a database outage, read the way an operator would: the engine's
+/// "calls are failing" warnings and "succeed again" notices, the store's one error per COMMIT an
+/// outage cut off, and any other warning or error.
+struct OutageLog {
+    let lines: [Substring]
+    let failing: [Substring]
+    let recovered: [Substring]
+    let lostCommits: [Substring]
+    let others: [Substring]
+
+    /// Waits for the recovery line (it comes once no call has failed for a few seconds).
+    init(_ server: ServerProcess) async throws {
+        lines = try await server.waitForLog("database calls succeed again", timeout: 30).split(separator: "\n")
+        failing = lines.filter { $0.contains("database calls are failing") }
+        recovered = lines.filter { $0.contains("database calls succeed again") }
+        lostCommits = lines.filter { $0.contains("commit outcome unknown") }
+        others = lines.filter {
+            ($0.contains(" warning ") || $0.contains(" error ")) && !$0.contains("database calls are failing")
+                && !$0.contains("commit outcome unknown")
+        }
+    }
+
+    var summary: String {
+        "\(failing.count) outage warning(s), \(recovered.count) recovery line(s), \(lostCommits.count) lost commit(s), \(others.count) other warnings; \(lines.count) lines in all"
     }
 }
