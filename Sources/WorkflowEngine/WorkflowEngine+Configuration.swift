@@ -49,6 +49,10 @@ extension WorkflowEngine {
         /// Health: oldest outbox row age above which `outbox` is unhealthy. Default 30 000 ms.
         public var healthMaxOutboxAgeMilliseconds: Int64 = 30_000
 
+        /// Automatic retention (finished runs, old events), run by whichever instance holds the
+        /// `retention` lease. Default nil: off.
+        public var retention: RetentionPolicy? = nil
+
         /// How long `history` waits for the relay to log a change that is already committed.
         public var historyWaitMilliseconds: Int = 2_000
         public init() {}
