@@ -238,10 +238,13 @@ public final class WorkflowEngine: WorkflowService {
             events = try await core.store.history(runID: runID)
         }
         // Events are numbered 1…N per run: a history that does not start at version 1 lost its
-        // beginning to retention, and saying so beats answering with part of it.
-        if current > 0, (events.first?.version ?? current + 1) > 1, let earliest = try await core.store.earliestSeq(),
-            earliest > 1
-        {
+        // beginning to retention (the relay logs a run's events in order, so the missing ones
+        // were logged before the first one kept), and saying so beats answering with part of it.
+        // An empty history is gone only when nothing waits in the outbox: otherwise the relay
+        // may simply not have logged the run yet.
+        var first = events.first?.version
+        if first == nil, current > 0, try await core.store.outboxStats().pending == 0 { first = current + 1 }
+        if let first, first > 1, let earliest = try await core.store.earliestSeq(), earliest > 1 {
             throw WorkflowError.gone(
                 earliest: earliest,
                 "the start of this run's history was removed by retention; the earliest seq still kept is \(earliest)")
