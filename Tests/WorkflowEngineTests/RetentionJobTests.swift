@@ -96,6 +96,10 @@ import Testing
             #expect(gone?.code == .gone && gone?.earliestSeq == head)
             #expect(gone?.message.contains("earliest seq still kept is \(head)") == true, "\(String(describing: gone))")
             #expect(try await engine.events(after: head - 1, filter: EventFilter(), limit: 10).map(\.seq) == [head])
+            let metrics = try await engine.metrics()
+            let deleted = try #require(metrics.first { $0.name == "workflowd_retention_deleted_total" })
+            #expect(deleted.samples.first { $0.labels.first?.value == "runs" }?.value == 6)
+            #expect(deleted.samples.first { $0.labels.first?.value == "events" }?.value == Double(head - 1))
             // The next event is numbered after the kept head.
             let next = try await Self.trigger(engine, "order-after")
             try await eventually("the next run's event follows the old head") {
