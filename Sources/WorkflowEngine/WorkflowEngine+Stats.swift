@@ -128,7 +128,7 @@ extension WorkflowEngine {
             ]))
         families.append(F("workflowd_retention_passes_total", .counter, help: "Retention passes this instance ran (it holds the retention lease).", value: Double(retention.passes.load(ordering: .relaxed))))
         families.append(F("workflowd_store_errors_total", .counter, help: "Failed database calls in the engine's loops (each is retried).", value: Double(c.storeErrors.load(ordering: .relaxed))))
-        families.append(F("workflowd_leases_held", .gauge, help: "Leases (relay, poller, consumer partitions, member slot) this instance holds.", value: Double(heldLeases.count)))
+        families.append(F("workflowd_leases_held", .gauge, help: "Leases (relay, poller, retention, consumer partitions, member slot) this instance holds.", value: Double(heldLeases.count)))
         return families
     }
 }
