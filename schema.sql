@@ -1,8 +1,10 @@
--- workflowd schema, version 1.
+-- workflowd schema, version 2.
 --
 -- Applied as-is by `docker-compose up` (mounted into /docker-entrypoint-initdb.d) and, statement
 -- by statement, by `workflowd migrate` / `workflowd serve` at start-up. Every statement is
--- idempotent, so applying it twice changes nothing. The seed's table and column names are kept
+-- idempotent, so applying it twice changes nothing. Versions only go forward: the tables below
+-- are version 1, and each later version's step follows them (idempotent too), so applying the
+-- file brings a database of any older version, or an empty one, to the newest. The seed's table and column names are kept
 -- (workflow_records, workflow_outbox, workflow_timeouts), so its SQL runs unchanged.
 --
 -- Times are UTC DATETIME(3) (milliseconds). Integer codes are those of the seed:
@@ -117,3 +119,35 @@ CREATE TABLE IF NOT EXISTS workflow_schema_version (
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
 
 INSERT IGNORE INTO workflow_schema_version (version, applied_at) VALUES (1, UTC_TIMESTAMP(3));
+
+-- Version 2: retention (`workflowd prune`, `workflowd serve --retain-runs/--retain-events`).
+
+-- Finished runs by age: retention deletes Cancelled (4), Completed (5) and DataDeleted (6) runs
+-- whose updated_at is older than its cutoff, a batch at a time.
+CREATE INDEX IF NOT EXISTS idx_records_finished ON workflow_records (run_state, updated_at);
+
+-- The lowest consumer cursor: retention never deletes events a consumer has not finished.
+CREATE INDEX IF NOT EXISTS idx_cursors_seq ON workflow_cursors (seq);
+
+-- Runs removed by retention with `--archive`: the columns of workflow_records (without the
+-- generated active_foreign_id) and when they were archived, written in the transaction that
+-- deletes them.
+CREATE TABLE IF NOT EXISTS workflow_records_archive (
+    workflow_name VARCHAR(255) NOT NULL,
+    foreign_id    VARCHAR(255) NOT NULL,
+    run_id        VARCHAR(255) NOT NULL,
+    run_state     INT NOT NULL,
+    status        INT NOT NULL,
+    object        LONGBLOB NOT NULL,
+    created_at    DATETIME(3) NOT NULL,
+    updated_at    DATETIME(3) NOT NULL,
+    meta          BLOB NULL,
+    version       BIGINT NOT NULL DEFAULT 1,
+    reason        TEXT NULL,
+    archived_at   DATETIME(3) NOT NULL,
+    PRIMARY KEY (run_id),
+    KEY idx_archive_foreign (workflow_name, foreign_id, created_at),
+    KEY idx_archive_archived (archived_at)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
+
+INSERT IGNORE INTO workflow_schema_version (version, applied_at) VALUES (2, UTC_TIMESTAMP(3));

@@ -17,6 +17,10 @@ public final class InMemoryWorkflowStore: WorkflowStore, RunCountingStore {
         var outboxHead = 0
         var nextOutboxID: Int64 = 1
         var events: [WorkflowEvent] = []
+        /// Events with `seq` below this were deleted by retention (their slots stay in `events`).
+        var keptFrom: Int64 = 1
+        /// Runs archived by retention, by run id.
+        var archive: [String: Run] = [:]
         var historyIndex: [String: [Int64]] = [:]
         var timeouts: [Int64: TimeoutRecord] = [:]
         var pendingTimeouts: Set<Int64> = []
@@ -44,6 +48,8 @@ public final class InMemoryWorkflowStore: WorkflowStore, RunCountingStore {
     /// How many times `update` and `lookup(runIDs:)` were called (round trips, for batching tests).
     public var roundTrips: (updates: Int, lookups: Int) { state.withLock { ($0.updateCalls, $0.lookupCalls) } }
     public var allRuns: [Run] { state.withLock { Array($0.records.values) } }
+    /// Runs retention archived.
+    public var archivedRuns: [Run] { state.withLock { Array($0.archive.values) } }
 
     // MARK: RecordStore
 
@@ -192,7 +198,7 @@ public final class InMemoryWorkflowStore: WorkflowStore, RunCountingStore {
     public func events(after: Int64, filter: EventFilter, limit: Int) async throws -> [WorkflowEvent] {
         state.withLock { s in
             var out: [WorkflowEvent] = []
-            var i = Int(max(after, 0))
+            var i = Int(max(after, s.keptFrom - 1, 0))
             while i < s.events.count, out.count < limit {
                 if filter.matches(s.events[i].data) { out.append(s.events[i]) }
                 i += 1
@@ -202,7 +208,7 @@ public final class InMemoryWorkflowStore: WorkflowStore, RunCountingStore {
     }
 
     public func history(runID: String) async throws -> [WorkflowEvent] {
-        state.withLock { s in (s.historyIndex[runID] ?? []).map { s.events[Int($0 - 1)] } }
+        state.withLock { s in (s.historyIndex[runID] ?? []).filter { $0 >= s.keptFrom }.map { s.events[Int($0 - 1)] } }
     }
 
     public func head() async throws -> Int64 { state.withLock { Int64($0.events.count) } }
@@ -281,6 +287,71 @@ public final class InMemoryWorkflowStore: WorkflowStore, RunCountingStore {
     }
 
     public func lease(_ name: String) async throws -> Lease? { state.withLock { $0.leases[name] } }
+
+    // MARK: RetentionStore
+
+    public func earliestSeq() async throws -> Int64? {
+        state.withLock { s in Int64(s.events.count) >= s.keptFrom ? s.keptFrom : nil }
+    }
+
+    private static func prunable(_ s: State, before cutoff: Timestamp) -> [Run] {
+        var cut = cutoff
+        if let oldest = s.outbox[s.outboxHead...].first?.createdAt, oldest < cut { cut = oldest }
+        return s.records.values.filter { RunState.prunable.contains($0.runState) && $0.updatedAt < cut }
+            .sorted { $0.runID < $1.runID }
+    }
+
+    public func prunableRuns(updatedBefore cutoff: Timestamp) async throws -> Int {
+        state.withLock { s in Self.prunable(s, before: cutoff).count }
+    }
+
+    public func pruneRuns(updatedBefore cutoff: Timestamp, archivedAt: Timestamp?, limit: Int) async throws -> Int {
+        state.withLock { s in
+            let doomed = Self.prunable(s, before: cutoff).prefix(limit)
+            for run in doomed {
+                if archivedAt != nil { s.archive[run.runID] = run }
+                s.records[run.runID] = nil
+                for id in s.timeoutsByRun.removeValue(forKey: run.runID) ?? [] {
+                    s.timeouts[id] = nil
+                    s.pendingTimeouts.remove(id)
+                }
+                let k = Self.key(run.workflow, run.foreignID)
+                if s.latest[k] == run.runID {
+                    s.latest[k] = s.records.values.filter { $0.workflow == run.workflow && $0.foreignID == run.foreignID }
+                        .max { ($0.createdAt, $0.runID) < ($1.createdAt, $1.runID) }?.runID
+                }
+            }
+            return doomed.count
+        }
+    }
+
+    public func eventPruneBound(before cutoff: Timestamp) async throws -> EventPruneBound {
+        state.withLock { s in
+            let head = Int64(s.events.count)
+            guard head >= s.keptFrom else { return EventPruneBound(earliest: nil, keepFrom: 0, reason: .newest) }
+            var bound = EventPruneBound(earliest: s.keptFrom, keepFrom: head, reason: .newest)
+            if let young = s.events[Int(s.keptFrom - 1)...].first(where: { $0.at >= cutoff }), young.seq < bound.keepFrom {
+                bound.keepFrom = young.seq
+                bound.reason = .age
+            }
+            if let lowest = s.cursors.min(by: { ($0.value, $0.key) < ($1.value, $1.key) }), lowest.value + 1 < bound.keepFrom {
+                bound.keepFrom = lowest.value + 1
+                bound.reason = .cursor(lowest.key)
+            }
+            bound.keepFrom = max(bound.keepFrom, s.keptFrom)
+            return bound
+        }
+    }
+
+    public func deleteEvents(below: Int64, limit: Int) async throws -> Int {
+        state.withLock { s in
+            let end = min(below, s.keptFrom + Int64(limit), Int64(s.events.count) + 1)
+            guard end > s.keptFrom else { return 0 }
+            let n = Int(end - s.keptFrom)
+            s.keptFrom = end
+            return n
+        }
+    }
 
     // MARK: RunCountingStore
 

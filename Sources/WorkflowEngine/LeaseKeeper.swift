@@ -2,7 +2,7 @@ import Synchronization
 
 /// Takes, renews and gives up this instance's leases.
 ///
-/// Roles (`relay`, `poller`) go to whoever takes them first. Consumer partitions are shared:
+/// Roles (`relay`, `poller`, and `retention` where it is configured) go to whoever takes them first. Consumer partitions are shared:
 /// each instance holds a member slot (`member/0` … `member/<maxInstances-1>`), counts the live
 /// slots, and takes partition `p` only when `p % live == its rank` among them, releasing any
 /// other it holds. When an instance dies its slot and leases expire after one TTL and the
@@ -16,6 +16,8 @@ final class LeaseKeeper: Sendable {
 
     static let relay = "relay"
     static let poller = "poller"
+    /// Held only by instances with retention configured.
+    static let retention = "retention"
 
     private let core: EngineCore
     private let partitioned: [Partitioned]
@@ -79,6 +81,7 @@ final class LeaseKeeper: Sendable {
             }
             _ = try await acquire(Self.relay)
             _ = try await acquire(Self.poller)
+            if core.configuration.retention?.isActive == true { _ = try await acquire(Self.retention) }
             let rank = mySlot.flatMap { live.firstIndex(of: $0) }
             for p in partitioned {
                 if let rank, p.partition % live.count == rank {

@@ -37,6 +37,10 @@ public enum RunState: Int, Sendable, CaseIterable, Codable, CustomStringConverti
         }
     }
 
+    /// States whose runs retention may delete once they are old enough: finished and settled.
+    /// (RequestedDataDeleted is finished but waits for its data to be erased; it is kept.)
+    public static let prunable: [RunState] = [.cancelled, .completed, .dataDeleted]
+
     /// Codes of the unfinished states, for SQL.
     public static let unfinishedCodes: [Int] = RunState.allCases.filter { !$0.isFinished }.map(\.rawValue)
 }

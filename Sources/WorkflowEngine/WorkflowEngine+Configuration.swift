@@ -53,6 +53,10 @@ extension WorkflowEngine {
         /// Default 10 000.
         public var healthMaxOutboxPending: Int = 10_000
 
+        /// Automatic retention (finished runs, old events), run by whichever instance holds the
+        /// `retention` lease. Default nil: off.
+        public var retention: RetentionPolicy? = nil
+
         /// How long `history` waits for the relay to log a change that is already committed.
         public var historyWaitMilliseconds: Int = 2_000
         public init() {}

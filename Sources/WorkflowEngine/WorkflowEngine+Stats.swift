@@ -127,8 +127,15 @@ extension WorkflowEngine {
         families.append(F(
             "workflowd_run_state_changes_total", .counter, help: "Events delivered to this instance, by the run state they record.",
             samples: RunState.allCases.enumerated().map { .init(labels: [L("run_state", $1.name)], value: Double(byState[$0])) }))
+        families.append(F(
+            "workflowd_retention_deleted_total", .counter, help: "Rows the retention job of this instance deleted, by kind.",
+            samples: [
+                .init(labels: [L("kind", "runs")], value: Double(retention.runsDeleted.load(ordering: .relaxed))),
+                .init(labels: [L("kind", "events")], value: Double(retention.eventsDeleted.load(ordering: .relaxed))),
+            ]))
+        families.append(F("workflowd_retention_passes_total", .counter, help: "Retention passes this instance ran (it holds the retention lease).", value: Double(retention.passes.load(ordering: .relaxed))))
         families.append(F("workflowd_store_errors_total", .counter, help: "Failed database calls in the engine's loops (each is retried).", value: Double(c.storeErrors.load(ordering: .relaxed))))
-        families.append(F("workflowd_leases_held", .gauge, help: "Leases (relay, poller, consumer partitions, member slot) this instance holds.", value: Double(heldLeases.count)))
+        families.append(F("workflowd_leases_held", .gauge, help: "Leases (relay, poller, retention, consumer partitions, member slot) this instance holds.", value: Double(heldLeases.count)))
         return families
     }
 }

@@ -21,6 +21,7 @@ public final class WorkflowEngine: WorkflowService {
     let dispatcher: EventDispatcher
     let consumers: [StepConsumer]
     let poller: TimeoutPoller
+    let retention: RetentionJob
     /// New runs are written in group commits.
     let creates: CreateBatcher
     private let runTask = Mutex<Task<Void, Never>?>(nil)
@@ -39,7 +40,8 @@ public final class WorkflowEngine: WorkflowService {
         }
         guard configuration.partitionCount >= 1, configuration.maxConcurrentSteps >= 1,
             configuration.eventBatchSize >= 1, configuration.relayBatchSize >= 1, configuration.commitBatchSize >= 1, configuration.commitConcurrency >= 1,
-            configuration.leaseTTLMilliseconds > 0, configuration.maxInstances >= 1
+            configuration.leaseTTLMilliseconds > 0, configuration.maxInstances >= 1,
+            (configuration.retention.map { $0.batchSize >= 1 && $0.intervalMilliseconds >= 1 } ?? true)
         else {
             throw WorkflowError(.badRequest, "engine configuration: counts and the lease TTL must be positive")
         }
@@ -64,6 +66,7 @@ public final class WorkflowEngine: WorkflowService {
         self.leases = leases
         self.dispatcher = EventDispatcher(core: core, leases: leases, consumers: consumers)
         self.poller = TimeoutPoller(core: core)
+        self.retention = RetentionJob(core: core)
         self.creates = CreateBatcher(
             store: core.store, maxBatch: configuration.commitBatchSize, maxInFlight: configuration.commitConcurrency)
         self.startedAtMilliseconds = clock.now().milliseconds
@@ -106,6 +109,7 @@ public final class WorkflowEngine: WorkflowService {
     private func wakeEverything() {
         for c in consumers { c.signal() }
         poller.wakeup.signal()
+        retention.wakeup.signal()
         core.relayWakeup.signal()
         leases.wakeup.signal()
     }
@@ -147,6 +151,7 @@ public final class WorkflowEngine: WorkflowService {
                                 parts.addTask { await c.run(dispatcher: self.dispatcher, leases: self.leases, commits: commits) }
                             }
                             parts.addTask { await self.poller.run(leases: self.leases) }
+                            parts.addTask { await self.retention.run(leases: self.leases) }
                         }
                         commits.close()
                     }
@@ -232,6 +237,18 @@ public final class WorkflowEngine: WorkflowService {
             waited += 5
             events = try await core.store.history(runID: runID)
         }
+        // Events are numbered 1…N per run: a history that does not start at version 1 lost its
+        // beginning to retention (the relay logs a run's events in order, so the missing ones
+        // were logged before the first one kept), and saying so beats answering with part of it.
+        // An empty history is gone only when nothing waits in the outbox: otherwise the relay
+        // may simply not have logged the run yet.
+        var first = events.first?.version
+        if first == nil, current > 0, try await core.store.outboxStats().pending == 0 { first = current + 1 }
+        if let first, first > 1, let earliest = try await core.store.earliestSeq(), earliest > 1 {
+            throw WorkflowError.gone(
+                earliest: earliest,
+                "the start of this run's history was removed by retention; the earliest seq still kept is \(earliest)")
+        }
         return events
     }
 
@@ -239,11 +256,22 @@ public final class WorkflowEngine: WorkflowService {
         try await core.store.history(runID: runID)
     }
 
+    /// Events after `seq`; `GONE` when retention already deleted `seq + 1`. Retention deletes
+    /// only from the start of the log, so the earliest `seq` read after the events tells whether
+    /// anything in the range was missing when they were read.
     public func events(after seq: Int64, filter: EventFilter, limit: Int) async throws -> [WorkflowEvent] {
-        try await core.store.events(after: seq, filter: filter, limit: limit)
+        let events = try await core.store.events(after: seq, filter: filter, limit: limit)
+        if let earliest = try await core.store.earliestSeq(), earliest - 1 > seq {  // (not seq + 1: seq may be Int64.max)
+            throw WorkflowError.gone(
+                earliest: earliest,
+                "events after seq \(seq) up to \(earliest - 1) were removed by retention; the earliest seq still kept is \(earliest)")
+        }
+        return events
     }
 
     public func head() async throws -> Int64 { try await core.store.head() }
+
+    public func earliestSeq() async throws -> Int64? { try await core.store.earliestSeq() }
 
     public func addEventListener(_ listener: @escaping @Sendable ([WorkflowEvent]) -> Void) -> EventListenerToken {
         dispatcher.addListener(listener)

@@ -18,16 +18,27 @@ public struct WorkflowError: Error, Sendable, Equatable, CustomStringConvertible
         public static let definition = Code("DEFINITION")
         public static let internalError = Code("INTERNAL")
         public static let draining = Code("DRAINING")
+        /// Retention already deleted what was asked for; `earliestSeq` is the first `seq` kept.
+        public static let gone = Code("GONE")
     }
 
     public var code: Code
     public var message: String
     public var retryable: Bool
+    /// For `GONE`: the earliest `seq` the event log still keeps.
+    public var earliestSeq: Int64?
 
     public init(_ code: Code, _ message: String, retryable: Bool = false) {
         self.code = code
         self.message = message
         self.retryable = retryable
+    }
+
+    /// Retention removed what was asked for.
+    public static func gone(earliest: Int64, _ message: String) -> WorkflowError {
+        var e = WorkflowError(.gone, message)
+        e.earliestSeq = earliest
+        return e
     }
 
     public var description: String { "\(code): \(message)" }

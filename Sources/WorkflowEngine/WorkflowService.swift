@@ -22,10 +22,14 @@ public protocol WorkflowService: Sendable {
     /// the run state does not allow it, NOT_FOUND when there is no such run.
     func control(_ command: RunCommand, runID: String, reason: String?) async throws -> Run
 
-    /// Events after `seq` that match, in `seq` order (catch-up reads for subscriptions).
+    /// Events after `seq` that match, in `seq` order (catch-up reads for subscriptions); `GONE`
+    /// (`WorkflowError.gone`) when retention already deleted `seq + 1`.
     func events(after seq: Int64, filter: EventFilter, limit: Int) async throws -> [WorkflowEvent]
     /// The newest `seq` in the event log.
     func head() async throws -> Int64
+    /// The lowest `seq` the event log still keeps (retention deletes from the start); nil when
+    /// it is empty.
+    func earliestSeq() async throws -> Int64?
     /// Registers a callback that receives every event of the log, in `seq` order, as soon as it
     /// is known to this instance (at once after the local relay commits; by polling otherwise).
     /// Called on an engine thread: the callee must hand the events off quickly and not block.
@@ -43,6 +47,8 @@ public protocol WorkflowService: Sendable {
 extension WorkflowService {
     public func metrics() async throws -> [MetricFamily] { [] }
     public func loggedHistory(runID: String) async throws -> [WorkflowEvent] { try await history(runID: runID) }
+    /// Services without retention keep every event: the log starts at 1 when it has any.
+    public func earliestSeq() async throws -> Int64? { try await head() > 0 ? 1 : nil }
 }
 
 public struct EventListenerToken: Hashable, Sendable {

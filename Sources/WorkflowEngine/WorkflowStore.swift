@@ -4,7 +4,7 @@
 /// Every method that changes a run also writes the outbox row announcing the change in the same
 /// transaction (guarantee 1), and every change of an existing run is conditional on its version
 /// (guarantee 2).
-public protocol WorkflowStore: RecordStore, EventLogStore, TimeoutStore, CursorStore, LeaseStore {}
+public protocol WorkflowStore: RecordStore, EventLogStore, TimeoutStore, CursorStore, LeaseStore, RetentionStore {}
 
 // MARK: - Records
 
@@ -290,6 +290,57 @@ public protocol LeaseStore: Sendable {
     /// Gives the lease up if `holder` has it.
     @discardableResult func releaseLease(_ name: String, holder: String) async throws -> Bool
     func lease(_ name: String) async throws -> Lease?
+}
+
+// MARK: - Retention
+
+/// How far event retention may go: the log is deleted from its start up to (not including)
+/// `keepFrom`, so what is kept is always one unbroken range of `seq` ending at the newest event.
+public struct EventPruneBound: Sendable, Equatable {
+    /// Why the log is kept from `keepFrom` on.
+    public enum Reason: Sendable, Equatable {
+        /// The event at `keepFrom` is not older than the cutoff.
+        case age
+        /// The newest event is always kept: the relay numbers the next event after it.
+        case newest
+        /// This consumer has not finished the events from `keepFrom` on.
+        case cursor(String)
+    }
+
+    /// The lowest `seq` in the log; nil when the log is empty.
+    public var earliest: Int64?
+    /// The first `seq` to keep.
+    public var keepFrom: Int64
+    public var reason: Reason
+
+    public init(earliest: Int64?, keepFrom: Int64, reason: Reason) {
+        self.earliest = earliest
+        self.keepFrom = keepFrom
+        self.reason = reason
+    }
+
+    /// How many events retention may delete (the log has no gaps, so this is a difference).
+    public var deletable: Int64 { earliest.map { max(0, keepFrom - $0) } ?? 0 }
+}
+
+/// Deleting old data: finished runs (with their timeouts, optionally archived first) and the
+/// oldest events. Every call is one short transaction (or one statement) over an index range.
+public protocol RetentionStore: Sendable {
+    /// The lowest `seq` still in the event log; nil when it is empty.
+    func earliestSeq() async throws -> Int64?
+    /// How many runs `pruneRuns(updatedBefore:…)` would delete now: runs in a
+    /// `RunState.prunable` state whose `updated_at` is before the cutoff and before the oldest
+    /// pending outbox row (a run whose change is still waiting for the relay is kept).
+    func prunableRuns(updatedBefore cutoff: Timestamp) async throws -> Int
+    /// Deletes up to `limit` of those runs and their timeouts in one transaction; with
+    /// `archivedAt`, copies them into `workflow_records_archive` first in the same
+    /// transaction. Outbox rows are never touched. Returns how many runs were deleted.
+    func pruneRuns(updatedBefore cutoff: Timestamp, archivedAt: Timestamp?, limit: Int) async throws -> Int
+    /// Where event retention for `cutoff` must stop: at the first event not older than it, the
+    /// newest event, or the lowest consumer cursor + 1, whichever comes first.
+    func eventPruneBound(before cutoff: Timestamp) async throws -> EventPruneBound
+    /// Deletes up to `limit` of the oldest events with `seq < below`; returns how many.
+    func deleteEvents(below: Int64, limit: Int) async throws -> Int
 }
 
 extension RecordStore {

@@ -111,6 +111,15 @@ final class Connection {
         return true
     }
 
+    /// Pushes one whole pushed line (a subscription's closing error frame); false when the
+    /// connection does not take pushed frames now.
+    func pushLine(_ line: [UInt8]) -> Bool {
+        guard machine.acceptsPushedFrames else { return false }
+        pendingOut.append(contentsOf: line)
+        run(machine.framesWritten(line.count))
+        return true
+    }
+
     var acceptsPushedFrames: Bool { machine.acceptsPushedFrames }
 
     private func flush() {

@@ -89,7 +89,12 @@ func wireError(from error: any Error) -> (error: WireError, logDetail: Bool) {
         return (WireError(.internalError, e.message, retryable: true), false)
     }
     if let code = WireError.Code.named(e.code.name) {
-        return (WireError(code, e.message, retryable: code == .internalError ? true : e.retryable || code.retryable), code == .internalError)
+        return (
+            WireError(
+                code, e.message, retryable: code == .internalError ? true : e.retryable || code.retryable,
+                earliest: e.earliestSeq),
+            code == .internalError
+        )
     }
     // Engine codes without a wire meaning (CONFLICT, DEFINITION): the message is client-safe.
     return (WireError(.internalError, e.message, retryable: true), true)

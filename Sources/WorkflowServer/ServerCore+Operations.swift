@@ -261,27 +261,46 @@ extension ServerCore {
         let service = self.service
         let loop = self.loop
         Task {
-            let head = await attempt { try await service.head() }
+            // The head first: retention never deletes the newest event, so the earliest read
+            // after it is at most the head.
+            let head = await attempt { () async throws -> (head: Int64, earliest: Int64?) in
+                let head = try await service.head()
+                return (head, try await service.earliestSeq())
+            }
             loop.execute { core.value.subscribed(bound.value, ticket, id, a.from, filter, head) }
         }
     }
 
     private func subscribed(
         _ conn: Connection, _ ticket: SessionStateMachine.Ticket, _ id: RequestID?, _ from: SubscribeFrom,
-        _ filter: EventFilter, _ head: Result<Int64, any Error>
+        _ filter: EventFilter, _ log: Result<(head: Int64, earliest: Int64?), any Error>
     ) {
         conn.pendingSubscribes -= 1
         guard !conn.isClosed else { return }
-        switch head {
+        switch log {
         case .failure(let error):
             conn.reply(ticket, Reply.failure(id: id, ServerCore.mapError(error, op: "subscribe", logger: logger, metrics: metrics)))
-        case .success(let head):
-            let position: Int64 =
-                switch from {
-                case .now: head
-                case .earliest: 0
-                case .seq(let s): s
+        case .success(let (head, earliest)):
+            let position: Int64
+            switch from {
+            case .now: position = head
+            case .earliest: position = max(0, (earliest ?? 1) - 1)
+            case .seq(let s):
+                // `from: s` asks for every event after s: refused when retention deleted s + 1.
+                if let earliest, earliest - 1 > s {  // (not s + 1: s may be Int64.max)
+                    metrics.error(.gone)
+                    conn.reply(
+                        ticket,
+                        Reply.failure(
+                            id: id,
+                            WireError(
+                                .gone,
+                                "events after seq \(s) up to \(earliest - 1) were removed by retention; the earliest seq still kept is \(earliest) (subscribe from \(earliest - 1) or \"earliest\")",
+                                earliest: earliest)))
+                    return
                 }
+                position = s
+            }
             let subID = conn.nextSubscriptionID
             conn.nextSubscriptionID += 1
             let sub = Subscription(id: subID, connection: conn, filter: filter, position: position)

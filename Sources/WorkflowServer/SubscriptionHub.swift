@@ -209,6 +209,19 @@ final class SubscriptionHub {
     private func readCompleted(_ sub: Subscription, liveMark: Int64, limit: Int, _ result: Result<[Recent], any Error>) {
         guard !sub.cancelled, !sub.connection.isClosed else { return }
         switch result {
+        case .failure(let error as WorkflowError) where error.code == .gone:
+            // Retention deleted events this subscription has not had: it cannot continue
+            // gap-free, so it ends with one error frame (when the buffer takes it) and is removed.
+            let wire = WireError(.gone, error.message, earliest: error.earliestSeq)
+            guard sub.connection.acceptsPushedFrames else {
+                sub.mode = .waitingWritable
+                return
+            }
+            core.metrics.error(.gone)
+            _ = sub.connection.pushLine(Reply.subscriptionEnded(sub: sub.id, wire))
+            sub.connection.subscriptions[sub.id] = nil
+            remove(sub)
+            sub.connection.subscriptionsChanged()
         case .failure(let error):
             core.logger.warning(
                 "catch-up read failed", metadata: ["session.id": "\(sub.connection.id)", "error": "\(error)"])

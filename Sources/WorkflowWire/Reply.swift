@@ -28,18 +28,21 @@ public enum Reply {
         w.key("ok")
         w.bool(false)
         w.key("error")
-        w.beginObject()
-        w.key("code")
-        w.string(error.code.name)
-        w.key("message")
-        w.string(error.message)
-        w.key("retryable")
-        w.bool(error.retryable)
-        if let run = error.run {
-            w.key("run")
-            w.raw(run)
-        }
+        error.write(to: &w)
         w.endObject()
+        w.bytes.append(0x0A)
+        return w.bytes
+    }
+
+    /// `{"sub":S,"error":{...}}` — the last frame of a subscription the server ended (an
+    /// addition: sent when a catch-up read finds its events removed by retention, `GONE`).
+    public static func subscriptionEnded(sub: Int64, _ error: WireError) -> [UInt8] {
+        var w = JSONWriter()
+        w.beginObject()
+        w.key("sub")
+        w.int(sub)
+        w.key("error")
+        error.write(to: &w)
         w.endObject()
         w.bytes.append(0x0A)
         return w.bytes

@@ -1,5 +1,5 @@
 /// A protocol error as it goes on the wire: `{"code","message","retryable"}` (+ `run` for
-/// `TIMEOUT` and `UNREACHABLE`).
+/// `TIMEOUT` and `UNREACHABLE`, `earliest` for `GONE`).
 ///
 /// A struct with a code rather than an enum, so adding a code never breaks a switch elsewhere.
 public struct WireError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -28,10 +28,14 @@ public struct WireError: Error, Sendable, Equatable, CustomStringConvertible {
         /// An addition to the contract: the peer's user is not in the server's allow-list;
         /// sent once, without `id`, at accept, and the connection is closed.
         public static let forbidden = Code("FORBIDDEN", retryable: false)
+        /// An addition to the contract: retention already deleted the events asked for
+        /// (`subscribe` from an old `seq`, a catch-up read, or a run's `history`);
+        /// `error.earliest` is the earliest `seq` still kept.
+        public static let gone = Code("GONE", retryable: false)
 
         public static let all: [Code] = [
             .badJSON, .badRequest, .unknownOp, .notFound, .invalidState, .timeout, .unreachable, .limit,
-            .lineTooLong, .unavailable, .draining, .internalError, .forbidden,
+            .lineTooLong, .unavailable, .draining, .internalError, .forbidden, .gone,
         ]
 
         /// The code named `name`, if the protocol has it.
@@ -43,15 +47,40 @@ public struct WireError: Error, Sendable, Equatable, CustomStringConvertible {
     public var retryable: Bool
     /// For `TIMEOUT` / `UNREACHABLE`: the run as it is, already encoded (`RunPayload.json`).
     public var run: [UInt8]?
+    /// For `GONE`: the earliest `seq` the event log still keeps.
+    public var earliest: Int64?
 
-    public init(_ code: Code, _ message: String, retryable: Bool? = nil, run: [UInt8]? = nil) {
+    public init(_ code: Code, _ message: String, retryable: Bool? = nil, run: [UInt8]? = nil, earliest: Int64? = nil) {
         self.code = code
         self.message = message
         self.retryable = retryable ?? code.retryable
         self.run = run
+        self.earliest = earliest
     }
 
     public var description: String { "\(code.name): \(message)" }
 
     public static func badRequest(_ message: String) -> WireError { WireError(.badRequest, message) }
+}
+
+extension WireError {
+    /// `{"code","message","retryable"[,"run"][,"earliest"]}`
+    func write(to w: inout JSONWriter) {
+        w.beginObject()
+        w.key("code")
+        w.string(code.name)
+        w.key("message")
+        w.string(message)
+        w.key("retryable")
+        w.bool(retryable)
+        if let run {
+            w.key("run")
+            w.raw(run)
+        }
+        if let earliest {
+            w.key("earliest")
+            w.int(earliest)
+        }
+        w.endObject()
+    }
 }

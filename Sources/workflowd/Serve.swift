@@ -45,6 +45,18 @@ struct ServerOptions: ParsableArguments {
     @Option(name: .customLong("relay-alert"), help: "Age of the oldest outbox row (the relay's lag), e.g. 30s, that makes `health` report `relay` unhealthy (env WORKFLOWD_RELAY_ALERT, default 30s).")
     var relayAlert: String?
 
+    @Option(name: .customLong("retain-runs"), help: "Automatic retention: delete finished runs (Completed, Cancelled, DataDeleted) unchanged for this long, e.g. 30d (env WORKFLOWD_RETAIN_RUNS, default off).")
+    var retainRuns: String?
+
+    @Option(name: .customLong("retain-events"), help: "Automatic retention: delete events older than this from the start of the log, e.g. 7d (env WORKFLOWD_RETAIN_EVENTS, default off).")
+    var retainEvents: String?
+
+    @Flag(name: .customLong("retention-archive"), help: "Copy runs into workflow_records_archive before retention deletes them (env WORKFLOWD_RETENTION_ARCHIVE=1).")
+    var retentionArchive = false
+
+    @Option(name: .customLong("retention-interval"), help: "Time between two retention passes of the instance holding the retention lease (env WORKFLOWD_RETENTION_INTERVAL, default 5m).")
+    var retentionInterval: String?
+
     @Flag(name: .customLong("no-migrate"), help: "Do not apply the schema at start-up, only check that it is current (run `workflowd migrate` as an admin).")
     var noMigrate = false
 
@@ -132,7 +144,30 @@ struct ServerOptions: ParsableArguments {
             }
             c.healthMaxOutboxAgeMilliseconds = Int64((seconds * 1000).rounded())
         }
+        c.retention = try retentionPolicy(env: env)
         return c
+    }
+
+    /// The automatic retention policy, or nil when neither `--retain-runs` nor `--retain-events`
+    /// (nor their variables) is set.
+    func retentionPolicy(env: [String: String]) throws -> RetentionPolicy? {
+        let runs = try Settings.milliseconds(retainRuns, env, "WORKFLOWD_RETAIN_RUNS", "--retain-runs", minimum: 1000)
+        let events = try Settings.milliseconds(retainEvents, env, "WORKFLOWD_RETAIN_EVENTS", "--retain-events", minimum: 1000)
+        let archive = try Settings.bool(retentionArchive, env, "WORKFLOWD_RETENTION_ARCHIVE")
+        let interval = try Settings.milliseconds(
+            retentionInterval, env, "WORKFLOWD_RETENTION_INTERVAL", "--retention-interval", minimum: 100)
+        guard runs != nil || events != nil else {
+            if archive {
+                throw SettingsError(message: "--retention-archive / WORKFLOWD_RETENTION_ARCHIVE: archiving needs --retain-runs (or WORKFLOWD_RETAIN_RUNS)")
+            }
+            return nil
+        }
+        if archive && runs == nil {
+            throw SettingsError(message: "--retention-archive / WORKFLOWD_RETENTION_ARCHIVE: archiving needs --retain-runs (or WORKFLOWD_RETAIN_RUNS)")
+        }
+        return RetentionPolicy(
+            runsOlderThanMilliseconds: runs, eventsOlderThanMilliseconds: events, archive: archive,
+            intervalMilliseconds: Int(interval ?? 300_000))
     }
 }
 

@@ -178,14 +178,45 @@ struct Settings {
         return config
     }
 
-    /// `300`, `90s`, `5m`, `1h`, `500ms` → seconds.
+    /// `300`, `90s`, `5m`, `1h`, `30d`, `500ms` → seconds.
     static func duration(_ text: String) -> Double? {
         let t = text.trimmingCharacters(in: .whitespaces)
         if let v = Double(t) { return v }
-        for (suffix, factor) in [("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)] where t.hasSuffix(suffix) {
+        for (suffix, factor) in [("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0), ("d", 86_400.0)] where t.hasSuffix(suffix) {
             if let v = Double(t.dropLast(suffix.count)) { return v * factor }
         }
         return nil
+    }
+
+    /// A positive duration setting (`30d`, `12h`, `90m`) in milliseconds, from the flag or else
+    /// the variable; nil when neither is set. Errors name the flag or variable.
+    static func milliseconds(
+        _ flag: String?, _ env: [String: String], _ variable: String?, _ flagName: String, minimum: Int64 = 1
+    ) throws -> Int64? {
+        let text: String
+        let source: String
+        if let flag {
+            (text, source) = (flag, flagName)
+        } else if let variable, let value = env[variable], !value.isEmpty {
+            (text, source) = (value, variable)
+        } else {
+            return nil
+        }
+        guard let seconds = duration(text), seconds.isFinite, seconds * 1000 >= Double(minimum), seconds < 1e12 else {
+            throw SettingsError(message: "\(source): '\(text)' is not a duration of at least \(minimum) ms such as 30d, 12h, 90m or 45s")
+        }
+        return Int64((seconds * 1000).rounded())
+    }
+
+    /// A yes/no setting: the flag when given, else the variable (`1`/`true`/`yes`, `0`/`false`/`no`).
+    static func bool(_ flag: Bool, _ env: [String: String], _ variable: String) throws -> Bool {
+        if flag { return true }
+        guard let text = env[variable]?.trimmingCharacters(in: .whitespaces).lowercased(), !text.isEmpty else { return false }
+        switch text {
+        case "1", "true", "yes", "on": return true
+        case "0", "false", "no", "off": return false
+        default: throw SettingsError(message: "\(variable): '\(text)' is not one of 1, true, yes, 0, false, no")
+        }
     }
 
     static func absolutePath(_ p: String) -> String {

@@ -9,7 +9,7 @@ struct WorkflowdCommand: AsyncParsableCommand {
         commandName: "workflowd",
         abstract: "A durable workflow service on MariaDB, serving newline-delimited JSON on a Unix socket.",
         version: WorkflowdVersion.string,
-        subcommands: [Serve.self, Migrate.self, Health.self, Demo.self, Version.self],
+        subcommands: [Serve.self, Migrate.self, Health.self, Prune.self, Demo.self, Version.self],
         defaultSubcommand: Serve.self)
 }
 

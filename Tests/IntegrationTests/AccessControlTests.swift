@@ -313,6 +313,18 @@ struct AccessControlTests {
         #expect(!server.log.contains("denied"), "\(server.log)")
         #expect(try await adminDB.int("SELECT COUNT(*) FROM workflow_records WHERE status = 5") == 3)
 
+        // Retention needs no more rights than serve: `prune --archive` as the application user.
+        try await adminDB.execute("UPDATE workflow_records SET updated_at = updated_at - INTERVAL 40 DAY")
+        try await adminDB.execute("UPDATE workflow_events SET at = at - INTERVAL 10 DAY")
+        let pruned = try await CommandLineTests.run(
+            "workflowd", ["prune", "--dsn", appDSN, "--runs-older-than", "30d", "--events-older-than", "7d", "--archive"])
+        output += pruned.stdout + pruned.stderr
+        #expect(pruned.status == 0, "\(pruned)")
+        #expect(pruned.stdout.contains("runs: deleted 3 finished run(s), archived"), "\(pruned)")
+        #expect(pruned.stdout.contains("events: deleted 14 event(s)"), "\(pruned)")
+        #expect(try await adminDB.int("SELECT COUNT(*) FROM workflow_records_archive") == 3)
+        #expect(try await adminDB.int("SELECT COUNT(*) FROM workflow_records") == 0)
+
         // An older schema (version row gone): the same clear refusal; the data is left alone.
         try await adminDB.execute("DELETE FROM workflow_schema_version")
         let older = try await CommandLineTests.run("workflowd", serve)
@@ -320,7 +332,13 @@ struct AccessControlTests {
         #expect(older.status != 0, "\(older)")
         #expect(older.stderr.contains("CREATE command denied"), "\(older)")
         #expect(older.stderr.contains("run `workflowd migrate` with an admin user"), "\(older)")
-        #expect(try await adminDB.int("SELECT COUNT(*) FROM workflow_records") == 3)
+        #expect(try await adminDB.int("SELECT COUNT(*) FROM workflow_records_archive") == 3)
+        // prune refuses an older schema too, without touching anything.
+        let oldPrune = try await CommandLineTests.run("workflowd", ["prune", "--dsn", appDSN, "--events-older-than", "1d"])
+        output += oldPrune.stdout + oldPrune.stderr
+        #expect(oldPrune.status != 0, "\(oldPrune)")
+        #expect(oldPrune.stderr.contains("run `workflowd migrate` with an admin user"), "\(oldPrune)")
+        #expect(try await adminDB.int("SELECT COUNT(*) FROM workflow_events") == 1)
 
         #expect(!output.contains(password), "the application user's password appears in the output")
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WorkflowMariaDB
 import WorkflowWire
 
 #if canImport(Glibc)
@@ -45,7 +46,7 @@ struct HealthCommandTests {
                 let line = lines.first { $0.hasPrefix(name + " ") }
                 #expect(line?.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first == "ok", "\(name): \(lines)")
             }
-            #expect(lines.contains { $0.hasPrefix("schema ") && $0.hasSuffix("version 1") }, "\(lines)")
+            #expect(lines.contains { $0.hasPrefix("schema ") && $0.hasSuffix("version \(SchemaMigrator.currentVersion)") }, "\(lines)")
             #expect(lines.contains { $0.hasPrefix("outbox ") && $0.contains("(limit 10000)") }, "\(lines)")
             #expect(text.stderr.isEmpty, "\(text.stderr)")
 

@@ -23,8 +23,11 @@ struct SchemaTests {
             let at = zip(a, b).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? min(a.count, b.count)
             Issue.record("schema.sql and Schema.sql differ at byte \(at): \(String(decoding: a[at..<min(a.count, at + 60)], as: UTF8.self))")
         }
-        #expect(SchemaMigrator.statements.count == 8, "7 tables and the version row")
-        #expect(SchemaMigrator.statements.allSatisfy { $0.hasPrefix("CREATE TABLE IF NOT EXISTS") || $0.hasPrefix("INSERT IGNORE") })
+        #expect(SchemaMigrator.statements.count == 12, "v1: 7 tables and the version row; v2: 2 indexes, 1 table, the version row")
+        #expect(
+            SchemaMigrator.statements.allSatisfy {
+                $0.hasPrefix("CREATE TABLE IF NOT EXISTS") || $0.hasPrefix("CREATE INDEX IF NOT EXISTS") || $0.hasPrefix("INSERT IGNORE")
+            })
     }
 
     /// Columns, indexes and the version table: what a second migration must not change.
@@ -55,13 +58,13 @@ struct SchemaTests {
     @Test func migratingTwiceChangesNothing() async throws {
         try await TestDatabase.with { _, pool async throws in
             let before = try await Self.dump(pool)
-            #expect(before.filter { $0[0] == "table" }.count == 7)
-            #expect(before.filter { $0[0] == "version" }.map { $0[1] } == ["1"])
+            #expect(before.filter { $0[0] == "table" }.count == 8)
+            #expect(before.filter { $0[0] == "version" }.map { $0[1] } == ["1", "2"])
             #expect(before.contains { $0[0] == "index" && $0[2] == "uniq_active_run" && $0[5] == "0" })
             try await Task.sleep(for: .milliseconds(5))  // so a rewritten applied_at would differ
             let migrator = SchemaMigrator(pool: pool, logger: TestDatabase.logger)
-            #expect(try await migrator.migrate() == 1, "the second migration finds version 1")
-            #expect(try await migrator.version() == 1)
+            #expect(try await migrator.migrate() == 2, "the second migration finds version 2")
+            #expect(try await migrator.version() == 2)
             #expect(try await Self.dump(pool) == before)
             // The statements themselves are idempotent too (docker-compose applies the file).
             try await pool.withConnection { c in
@@ -75,7 +78,7 @@ struct SchemaTests {
         try await TestDatabase.with { _, pool async throws in
             try await pool.withConnection { c in
                 for t in ["workflow_records", "workflow_outbox", "workflow_timeouts", "workflow_events", "workflow_cursors",
-                    "workflow_leases", "workflow_schema_version"]
+                    "workflow_leases", "workflow_schema_version", "workflow_records_archive"]
                 {
                     try c.executeText("DROP TABLE \(t)")
                 }
@@ -83,15 +86,51 @@ struct SchemaTests {
             let migrator = SchemaMigrator(pool: pool, logger: TestDatabase.logger)
             #expect(try await migrator.version() == 0)
             #expect(try await migrator.migrate() == 0)
-            #expect(try await migrator.version() == 1)
-            #expect(try await TestDatabase.scalar(pool, "SELECT COUNT(*) FROM workflow_schema_version") == 1)
+            #expect(try await migrator.version() == 2)
+            #expect(try await TestDatabase.scalar(pool, "SELECT COUNT(*) FROM workflow_schema_version") == 2)
+        }
+    }
+
+    /// A database made by version 1 (its schema.sql, with rows in it) upgrades to version 2 and
+    /// ends up exactly like a fresh one; its rows are untouched. `serve` refuses the old schema
+    /// when it may not migrate.
+    @Test func versionOneUpgradesToVersionTwo() async throws {
+        try await TestDatabase.with { store, fresh async throws in
+            let expected = try await Self.dump(fresh).filter { $0[0] != "version" }
+            try await TestDatabase.with { _, pool async throws in
+                try await pool.withConnection { c in
+                    for t in ["workflow_records", "workflow_outbox", "workflow_timeouts", "workflow_events", "workflow_cursors",
+                        "workflow_leases", "workflow_schema_version", "workflow_records_archive"]
+                    {
+                        try c.executeText("DROP TABLE \(t)")
+                    }
+                    for s in SchemaMigrator.split(SchemaV1.sql) { try c.executeText(s) }
+                }
+                let old = MariaDBWorkflowStore(pool: pool, logger: TestDatabase.logger)
+                let run = Fixtures.run(foreignID: "order-v1", status: 5, state: .completed, at: Fixtures.t0)
+                _ = try await old.create(NewRun(run: run))
+                _ = try await old.relay(limit: 10)
+                let migrator = SchemaMigrator(pool: pool, logger: TestDatabase.logger)
+                #expect(try await migrator.version() == 1)
+                await #expect(throws: MariaDBError.self) { try await migrator.verify() }
+                #expect(try await migrator.migrate() == 1, "the migration starts from version 1")
+                #expect(try await migrator.version() == 2)
+                try await migrator.verify()
+                #expect(try await Self.dump(pool).filter { $0[0] != "version" } == expected)
+                #expect(try await TestDatabase.text(pool, "SELECT version FROM workflow_schema_version ORDER BY version") == [["1"], ["2"]])
+                #expect(try await old.lookup(runID: run.runID)?.foreignID == "order-v1")
+                #expect(try await old.head() == 1)
+                // The new parts work on the upgraded database.
+                #expect(try await old.prunableRuns(updatedBefore: Fixtures.t0.adding(milliseconds: 1)) == 1)
+            }
+            _ = store
         }
     }
 
     @Test func aNewerSchemaVersionIsRefused() async throws {
         try await TestDatabase.with { _, pool async throws in
             try await pool.transaction { c in
-                try c.execute("INSERT INTO workflow_schema_version (version, applied_at) VALUES (2, ?)", [.timestamp(Fixtures.t0)])
+                try c.execute("INSERT INTO workflow_schema_version (version, applied_at) VALUES (3, ?)", [.timestamp(Fixtures.t0)])
             }
             let before = try await Self.dump(pool)
             do {
@@ -99,7 +138,7 @@ struct SchemaTests {
                 Issue.record("migrated a database with a newer schema version")
             } catch let e as MariaDBError {
                 #expect(e.kind == .configuration)
-                #expect(e.message.contains("schema version 2"), "\(e.message)")
+                #expect(e.message.contains("schema version 3"), "\(e.message)")
                 #expect(e.message.contains("newer"), "\(e.message)")
             }
             #expect(try await Self.dump(pool) == before)
@@ -491,6 +530,39 @@ struct SchemaTests {
         q.append(HotQuery(
             name: "complete a timeout",
             sql: "UPDATE workflow_timeouts SET completed = 1 WHERE id = ? AND completed = 0 AND cancelled = 0", params: [.int(17)]))
+
+        // Retention (MariaDBWorkflowStore+Retention.swift)
+        let old = SQLValue.timestamp(Fixtures.t0.adding(milliseconds: 300_000))
+        let finished = S.prunableStates
+        q.append(HotQuery(name: "retention: earliest seq", sql: "SELECT MIN(seq) FROM workflow_events", params: []))
+        q.append(HotQuery(name: "retention: oldest outbox row", sql: "SELECT MIN(created_at) FROM workflow_outbox", params: []))
+        q.append(HotQuery(
+            name: "retention: count finished runs",
+            sql: "SELECT COUNT(*) FROM workflow_records WHERE run_state IN \(finished) AND updated_at < ?", params: [old]))
+        q.append(HotQuery(
+            name: "retention: lock a batch of finished runs",
+            sql: """
+                SELECT run_id FROM workflow_records WHERE run_state IN \(finished) AND updated_at < ?
+                LIMIT ? FOR UPDATE
+                """, params: [old, .int(500)]))
+        do {
+            let (list, values) = inList(runIDs.prefix(100).map { .text($0) })
+            q.append(HotQuery(
+                name: "retention: archive a batch",
+                sql: """
+                    INSERT INTO workflow_records_archive (\(S.runColumns), archived_at)
+                    SELECT \(S.runColumns), ? FROM workflow_records WHERE run_id IN \(list)
+                    """, params: [old] + values))
+            q.append(HotQuery(name: "retention: delete timeouts of a batch", sql: "DELETE FROM workflow_timeouts WHERE run_id IN \(list)", params: values))
+            q.append(HotQuery(name: "retention: delete a batch of runs", sql: "DELETE FROM workflow_records WHERE run_id IN \(list)", params: values))
+        }
+        q.append(HotQuery(
+            name: "retention: first event not old enough",
+            sql: "SELECT seq FROM workflow_events WHERE seq >= ? AND at >= ? ORDER BY seq LIMIT 1", params: [.int(1), old]))
+        q.append(HotQuery(name: "retention: lowest cursor", sql: "SELECT name, seq FROM workflow_cursors ORDER BY seq LIMIT 1", params: []))
+        q.append(HotQuery(
+            name: "retention: delete old events", sql: "DELETE FROM workflow_events WHERE seq < ? ORDER BY seq LIMIT ?",
+            params: [.int(300), .int(500)]))
 
         // Cursors and leases
         let name = SQLValue.text("consumer/order-processor/2/1of300")

@@ -12,6 +12,9 @@ final class FakeWorkflowService: WorkflowService {
         var nextListener = 1
         var nextRun = 1
         var catchUpReads = 0
+        /// Catch-up reads that need a `seq` below this fail with GONE, as if retention had run
+        /// after the subscribe (which still sees the whole log).
+        var goneBelowForReads: Int64?
         var getCalls = 0
         var now: Int64 = 1_795_586_400_000
     }
@@ -138,8 +141,11 @@ final class FakeWorkflowService: WorkflowService {
     }
 
     func events(after seq: Int64, filter: EventFilter, limit: Int) async throws -> [WorkflowEvent] {
-        state.withLock { s in
+        try state.withLock { s in
             s.catchUpReads += 1
+            if let gone = s.goneBelowForReads, seq + 1 < gone {
+                throw WorkflowError.gone(earliest: gone, "removed by retention; the earliest seq still kept is \(gone)")
+            }
             return Array(s.events.lazy.filter { $0.seq > seq && filter.matches($0.data) }.prefix(limit))
         }
     }

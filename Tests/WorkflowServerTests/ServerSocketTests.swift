@@ -236,6 +236,36 @@ let order1 = #"{"id":"ORD-1","customer_name":"Zoë","email":"z@example.com","ite
         }
     }
 
+    /// Retention removed events a subscription still had to read: it ends with one error frame
+    /// and is gone, and the connection goes on.
+    @Test func aCatchUpReadThatFindsItsEventsGoneEndsTheSubscription() async throws {
+        let service = FakeWorkflowService()
+        let a = try await service.trigger(workflow: "order-processor", foreignID: "A", object: []).run
+        service.advance(a.runID, to: 2)
+        service.advance(a.runID, to: 3)
+        service.state.withLock { $0.goneBelowForReads = 3 }
+        try await withServer(service: service) { path, service, _ in
+            let c = try TestClient(path: path)
+            let sub = try #require(await c.request(#"{"op":"subscribe","from":0,"id":"s"}"#))
+            #expect(sub["ok"] == .bool(true), "\(sub)")
+            let s1 = try #require(sub["sub"])
+            let frame = try #require(await c.readJSON())
+            #expect(frame["sub"] == s1, "\(frame)")
+            #expect(frame["event"] == nil)
+            #expect(frame["error"]?["code"] == .string("GONE"), "\(frame)")
+            #expect(frame["error"]?["earliest"] == .number("3"), "\(frame)")
+            #expect(frame["error"]?["retryable"] == .bool(false), "\(frame)")
+            // The subscription is gone: unsubscribing it is NOT_FOUND, new events bring no frame.
+            #expect(await c.request(#"{"op":"unsubscribe","sub":\#(s1.description)}"#)?["error"]?["code"] == .string("NOT_FOUND"))
+            service.advance(a.runID, to: 4)
+            #expect(await c.request(#"{"op":"ping","id":"last"}"#)?["id"] == .string("last"))
+            // Resuming from the earliest kept works.
+            let again = try #require(await c.request(#"{"op":"subscribe","from":2}"#))
+            #expect(again["ok"] == .bool(true), "\(again)")
+            #expect(await c.readJSON()?["event"]?["seq"] == .number("3"))
+        }
+    }
+
     @Test func subscriptionsFiltersFromEarliestAndUnsubscribe() async throws {
         let service = FakeWorkflowService()
         let a = try await service.trigger(workflow: "order-processor", foreignID: "A", object: []).run

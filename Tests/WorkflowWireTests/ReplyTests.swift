@@ -42,9 +42,21 @@ import Testing
     @Test func retryableFollowsTheTable() {
         let retryable = Set(WireError.Code.all.filter(\.retryable).map(\.name))
         #expect(retryable == ["TIMEOUT", "LIMIT", "UNAVAILABLE", "DRAINING", "INTERNAL"])
-        #expect(WireError.Code.all.count == 13)
+        #expect(WireError.Code.all.count == 14)
         #expect(WireError.Code.named("FORBIDDEN") == .forbidden)
+        #expect(WireError.Code.named("GONE") == .gone)
         #expect(WireError.Code.named("LINE_TOO_LONG") == .lineTooLong)
+    }
+
+    @Test func goneCarriesTheEarliestSeqKept() throws {
+        let bytes = Reply.failure(id: .number("7"), WireError(.gone, "removed by retention", earliest: 42))
+        #expect(
+            String(decoding: bytes, as: UTF8.self)
+                == #"{"id":7,"ok":false,"error":{"code":"GONE","message":"removed by retention","retryable":false,"earliest":42}}"# + "\n")
+        let frame = Reply.subscriptionEnded(sub: 3, WireError(.gone, "x", earliest: 9))
+        #expect(
+            String(decoding: frame, as: UTF8.self)
+                == #"{"sub":3,"error":{"code":"GONE","message":"x","retryable":false,"earliest":9}}"# + "\n")
     }
 
     @Test func runPayloadHasExactlyTheProtocolFields() throws {
