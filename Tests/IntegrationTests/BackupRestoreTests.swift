@@ -15,10 +15,11 @@ import Glibc
 struct BackupRestoreTests {
     static let orders = Int(ProcessInfo.processInfo.environment["WORKFLOWD_BACKUP_ORDERS"] ?? "") ?? 300
 
-    /// Slow gateways keep runs in flight while the dump runs; no deadline may pass (a restored
+    /// Slow gateways (1 s each, so the last orders submitted are still in flight when the dump
+    /// starts, even on a loaded machine) keep runs in flight; no deadline may pass (a restored
     /// run must finish OrderCompleted, so a lost or repeated step would show).
     static let environment = [
-        "WORKFLOWD_PAYMENT_LATENCY_MS": "200", "WORKFLOWD_FULFILLMENT_LATENCY_MS": "200",
+        "WORKFLOWD_PAYMENT_LATENCY_MS": "1000", "WORKFLOWD_FULFILLMENT_LATENCY_MS": "1000",
         "WORKFLOWD_PAYMENT_TIMEOUT_MS": "3600000", "WORKFLOWD_LEASE_TTL_MS": "2000",
     ]
 
