@@ -15,44 +15,35 @@ import Glibc
 struct BackupRestoreTests {
     static let orders = Int(ProcessInfo.processInfo.environment["WORKFLOWD_BACKUP_ORDERS"] ?? "") ?? 300
 
-    /// Slow gateways (1 s each, so the last orders submitted are still in flight when the dump
-    /// starts, even on a loaded machine) keep runs in flight; no deadline may pass (a restored
-    /// run must finish OrderCompleted, so a lost or repeated step would show).
-    static let environment = [
-        "WORKFLOWD_PAYMENT_LATENCY_MS": "1000", "WORKFLOWD_FULFILLMENT_LATENCY_MS": "1000",
-        "WORKFLOWD_PAYMENT_TIMEOUT_MS": "3600000", "WORKFLOWD_LEASE_TTL_MS": "2000",
+    /// The original server's payment gateway takes ten minutes, so at the dump every order is still
+    /// in flight however slow the machine (runs wait at OrderCreated or in their payment step);
+    /// no deadline may pass. The restored server's gateways answer at once: it must finish every
+    /// run OrderCompleted, so a lost or repeated step would show.
+    static let slowEnvironment = [
+        "WORKFLOWD_PAYMENT_LATENCY_MS": "600000", "WORKFLOWD_PAYMENT_TIMEOUT_MS": "7200000",
+        "WORKFLOWD_LEASE_TTL_MS": "2000",
     ]
+    static let environment = ["WORKFLOWD_PAYMENT_TIMEOUT_MS": "7200000", "WORKFLOWD_LEASE_TTL_MS": "2000"]
 
     @Test func dumpWhileRunsAreInFlightRestoreAndFinish() async throws {
         let dumpPath = NSTemporaryDirectory() + "wfbackup-\(UInt32.random(in: 0...UInt32.max)).sql"
         defer { try? FileManager.default.removeItem(atPath: dumpPath) }
 
         // 1. The original server takes orders; the dump runs while their steps are in flight.
-        let (acknowledged, sourceAtDump) = try await withServer(env: Self.environment) { server, db in
-            let path = server.socketPath
-            let orders = Self.orders
-            let acknowledged = try await onThread { () -> [String] in
-                let clients = try (0..<4).map { _ in try LineClient(path: path) }
-                for i in 0..<orders {
-                    try clients[i % clients.count].send(#"{"op":"submit","order":\#(orderJSON("backup-\(i)"))}"#)
-                }
-                var ids: [String] = []
-                for i in 0..<orders {
-                    guard let line = try clients[i % clients.count].readLine(timeout: 60) else { throw TestError("connection closed") }
-                    let reply = try JSONParser.parse(line)
-                    guard reply["ok"] == .bool(true), let id = reply["foreign_id"]?.stringValue else { throw TestError("submit: \(line)") }
-                    ids.append(id)
-                }
-                return ids
-            }
-            let dump = try await MariaDBClients.run(
-                "mariadb-dump", MariaDBClients.dumpArguments + MariaDBClients.connection(db.configuration)
-                    + [db.configuration.database] + MariaDBClients.tables, stdoutPath: dumpPath)
-            #expect(dump.status == 0, "mariadb-dump: \(dump.stderr)")
-            // The source moves on after the snapshot; this is only for the printed comparison.
-            let unfinished = try await db.int("SELECT COUNT(*) FROM workflow_records WHERE run_state IN (1, 2, 3)")
-            return (acknowledged, unfinished)
+        let source = try await IntegrationDatabase.create()
+        let original = try await ServerProcess.start(database: source, env: crashReportEnvironment.merging(Self.slowEnvironment) { $1 })
+        let dumped: (acknowledged: [String], unfinished: Int)
+        do {
+            dumped = try await Self.submitAndDump(server: original, db: source, to: dumpPath)
+        } catch {
+            original.kill()
+            await source.drop()
+            throw error
         }
+        // Its payments would take ten minutes: stopped hard (a drain would wait for them in vain).
+        original.kill()
+        await source.drop()
+        let (acknowledged, sourceAtDump) = dumped
         let dumpBytes = (try? FileManager.default.attributesOfItem(atPath: dumpPath)[.size] as? Int) ?? 0
         print("BACKUP: \(acknowledged.count) submits acknowledged, then mariadb-dump --single-transaction (\(dumpBytes) bytes) "
             + "while runs were in flight (\(sourceAtDump) unfinished in the source just after the dump)")
@@ -68,6 +59,33 @@ struct BackupRestoreTests {
             throw error
         }
         await restored.drop()
+    }
+
+    /// Submits the orders (acknowledged = stored), then dumps the workflow tables.
+    static func submitAndDump(server: ServerProcess, db: IntegrationDatabase, to dumpPath: String) async throws -> ([String], Int) {
+        let path = server.socketPath
+        let orders = Self.orders
+        let acknowledged = try await onThread { () -> [String] in
+            let clients = try (0..<4).map { _ in try LineClient(path: path) }
+            for i in 0..<orders {
+                try clients[i % clients.count].send(#"{"op":"submit","order":\#(orderJSON("backup-\(i)"))}"#)
+            }
+            var ids: [String] = []
+            for i in 0..<orders {
+                guard let line = try clients[i % clients.count].readLine(timeout: 60) else { throw TestError("connection closed") }
+                let reply = try JSONParser.parse(line)
+                guard reply["ok"] == .bool(true), let id = reply["foreign_id"]?.stringValue else { throw TestError("submit: \(line)") }
+                ids.append(id)
+            }
+            return ids
+        }
+        let dump = try await MariaDBClients.run(
+            "mariadb-dump", MariaDBClients.dumpArguments + MariaDBClients.connection(db.configuration)
+                + [db.configuration.database] + MariaDBClients.tables, stdoutPath: dumpPath)
+        #expect(dump.status == 0, "mariadb-dump: \(dump.stderr)")
+        // The source moves on after the snapshot; this is only for the printed comparison.
+        let unfinished = try await db.int("SELECT COUNT(*) FROM workflow_records WHERE run_state IN (1, 2, 3)")
+        return (acknowledged, unfinished)
     }
 
     func restoreAndFinish(dumpPath: String, into restored: IntegrationDatabase, acknowledged: [String]) async throws {
