@@ -11,12 +11,18 @@ final class LineClient {
     private var buffer: [UInt8] = []
 
     init(path: String) throws {
-        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        // `fd` is stored only once connected: a class whose init throws after its properties
+        // are set runs `deinit`, which would close the descriptor a second time — by then,
+        // perhaps, another thread's new socket under the same number.
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestError("socket() failed") }
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { throw TestError("socket path too long") }
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+            close(fd)
+            throw TestError("socket path too long")
+        }
         withUnsafeMutableBytes(of: &addr.sun_path) { p in
             for (i, b) in bytes.enumerated() { p[i] = b }
             p[bytes.count] = 0
@@ -25,9 +31,11 @@ final class LineClient {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         if rc != 0 {
+            let e = errno
             close(fd)
-            throw TestError("connect(\(path)) failed: errno \(errno)")
+            throw TestError("connect(\(path)) failed: errno \(e)")
         }
+        self.fd = fd
     }
 
     deinit { close(fd) }
