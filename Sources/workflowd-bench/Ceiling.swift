@@ -15,8 +15,8 @@ import Glibc
 ///      + INSERT workflow_outbox … SELECT
 ///
 /// and, on one more connection, the relay draining the outbox into workflow_events in batches
-/// (lock the oldest rows FOR UPDATE, read the head, copy with ROW_NUMBER(), delete), until every
-/// order's five events are in the log.
+/// with the store's own `relay` (lock the oldest rows FOR UPDATE, read the head, copy, delete),
+/// until every order's five events are in the log.
 struct CeilingResult: Sendable {
     var connections: Int
     var orders: Int
@@ -50,18 +50,6 @@ enum Ceiling {
         """
 
     static func list(_ n: Int) -> String { "(" + Array(repeating: "?", count: n).joined(separator: ", ") + ")" }
-    static let relayLock = """
-        SELECT id, workflow_name, foreign_id, run_id, status, run_state, version, created_at, reason
-        FROM workflow_outbox ORDER BY id LIMIT ? FOR UPDATE
-        """
-    static let relayHead = "SELECT COALESCE(MAX(seq), 0) FROM workflow_events"
-    static let relayCopy = """
-        INSERT INTO workflow_events (seq, workflow_name, foreign_id, run_id, status, run_state, version, at, reason)
-        SELECT ? + ROW_NUMBER() OVER (ORDER BY id), workflow_name, foreign_id, run_id, status, run_state,
-          version, created_at, reason
-        FROM workflow_outbox WHERE id <= ?
-        """
-    static let relayDelete = "DELETE FROM workflow_outbox WHERE id <= ?"
 
     static func now() -> Timestamp { Timestamp(milliseconds: Int64(wallMillis())) }
 
@@ -93,22 +81,14 @@ enum Ceiling {
         let writersDone = Locked(false)
         let start = monoNanos()
 
+        let relayStore = MariaDBWorkflowStore(pool: relayPool, logger: quietLogger)
         async let relayed: (Int, Int) = {
             var events = 0
             var batches = 0
             while true {
                 let finished = writersDone.withLock { $0 }
-                let n = try await relayPool.transaction { c -> Int in
-                    let rows = try c.query(relayLock, [.int(relayBatch)])
-                    guard let maxID = rows.last.map({ try? $0.int(0) }) ?? nil else { return 0 }
-                    let head = try c.query(relayHead)[0].int(0)
-                    let ins = try c.execute(relayCopy, [.int(head), .int(maxID)])
-                    let del = try c.execute(relayDelete, [.int(maxID)])
-                    guard ins.affectedRows == rows.count, del.affectedRows == rows.count else {
-                        throw MariaDBError(kind: .retryableConflict, message: "the outbox changed under the relay")
-                    }
-                    return rows.count
-                }
+                // The store's own relay: the same SQL the server runs.
+                let n = try await relayStore.relay(limit: relayBatch).count
                 events += n
                 if n > 0 { batches += 1 }
                 if n == 0 {
