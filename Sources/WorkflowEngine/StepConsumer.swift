@@ -37,6 +37,10 @@ final class StepConsumer: Sendable {
         var outstanding: Set<Int64> = []
         /// run id → version whose step is running or committing.
         var inFlightRuns: [String: Int64] = [:]
+        /// Events read again (after the lease was lost and taken back) whose run's step, begun
+        /// earlier, still runs: they are finished when that step is — never before, or a crash
+        /// in between would leave the cursor past a step that never committed.
+        var waitingOnStep: [String: [Int64]] = [:]
         var inFlight = 0
         /// Updates submitted to the commit queue whose outcome is not known yet.
         var committing = 0
@@ -131,6 +135,7 @@ final class StepConsumer: Sendable {
                         s.inboxHead = 0
                         s.parked = []
                         s.outstanding = []
+                        s.waitingOnStep = [:]
                     }
                 }
                 await wakeup.wait(milliseconds: 250)
@@ -148,6 +153,7 @@ final class StepConsumer: Sendable {
                         s.inbox = []
                         s.inboxHead = 0
                         s.outstanding = []
+                        s.waitingOnStep = [:]
                     }
                 } catch {
                     core.storeHealth.failed("reading a cursor", error, metadata: ["consumer": "\(name)"])
@@ -245,7 +251,11 @@ final class StepConsumer: Sendable {
         }
         state.withLock { s in
             for (id, e) in latest where (s.inFlightRuns[id] ?? -1) >= e.version {
-                finished.append(e.seq)
+                if s.inFlightRuns[id] == e.version {
+                    s.waitingOnStep[id, default: []].append(e.seq)
+                } else {
+                    finished.append(e.seq)  // the run's step in flight is for a newer version
+                }
                 latest[id] = nil
             }
         }
@@ -318,7 +328,13 @@ final class StepConsumer: Sendable {
 
     private func stepDone(run: Run, seq: Int64, epoch: Int, finished: Bool) {
         state.withLock { s in
-            if s.inFlightRuns[run.runID] == run.version { s.inFlightRuns[run.runID] = nil }
+            if s.inFlightRuns[run.runID] == run.version {
+                s.inFlightRuns[run.runID] = nil
+                // The same event read again in this epoch waited for this step.
+                if let waiting = s.waitingOnStep.removeValue(forKey: run.runID), finished {
+                    for q in waiting { s.outstanding.remove(q) }
+                }
+            }
             if finished, s.epoch == epoch { s.outstanding.remove(seq) }
         }
     }

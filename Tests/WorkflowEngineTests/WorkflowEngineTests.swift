@@ -457,3 +457,57 @@ import Testing
         #expect(!health.healthy)
     }
 }
+
+/// A consumer that loses its lease while a step runs and takes it back reads that step's event
+/// again. The event must stay unfinished until the step is: if the cursor passed it and the
+/// process then died, the step would be lost and the run stuck for ever (seen in CI: a backup
+/// taken from a server whose leases flapped under load held runs no restart would move).
+@Suite struct LeaseFlapTests {
+    let clock = ManualClock()
+
+    @Test(.timeLimit(.minutes(1)))
+    func theCursorWaitsForAStepBegunBeforeTheLeaseWasLost() async throws {
+        let flow = TestFlow()
+        let store = InMemoryWorkflowStore(clock: clock)
+        let engine = try WorkflowEngine(
+            store: store, definitions: [flow.definition()], configuration: testConfiguration(), clock: clock)
+        try await running(engine) {
+            let run = try await engine.trigger(workflow: TestFlow.name, foreignID: "gate-1", object: []).run
+            try await eventually("B's step waits at the gate") { flow.callCount("gate-1", TestFlow.b) == 1 }
+            let events = try await allEvents(store)
+            let inB = try #require(events.first { $0.runID == run.runID && $0.version == 2 })
+            let bConsumers = engine.consumerNames.filter { $0.hasPrefix("consumer/\(TestFlow.name)/\(TestFlow.b)/") }
+            #expect(bConsumers.count == 4)
+
+            // Every lease of B's consumers expires and another holder takes them...
+            clock.advance(milliseconds: 60_000)
+            for name in bConsumers {
+                _ = try await store.acquireLease(name, holder: "thief", now: clock.now(), ttlMilliseconds: 10_000)
+            }
+            try await eventually("B's consumers stood down") {
+                engine.consumers.filter { bConsumers.contains($0.name) }.allSatisfy { !$0.snapshot.active }
+            }
+            // ...and lets them expire: this engine takes them back and reads B's events again.
+            clock.advance(milliseconds: 20_000)
+            try await eventually("B's consumers back") {
+                engine.consumers.filter { bConsumers.contains($0.name) }.allSatisfy { $0.snapshot.active }
+            }
+            // Other runs keep the log moving, so a cursor would have every reason to advance.
+            for i in 0..<5 { _ = try await engine.trigger(workflow: TestFlow.name, foreignID: "n-\(i)", object: []) }
+            try await eventually("the other runs done") {
+                store.allRuns.filter { $0.foreignID.hasPrefix("n-") && $0.runState == .completed }.count == 5
+            }
+            try await Task.sleep(for: .milliseconds(200))  // several cursor flushes
+            // The partition that owns gate-1 (the others never see its events).
+            let owner = "consumer/\(TestFlow.name)/\(TestFlow.b)/\(CRC32.checksum(run.runID.utf8) % 4)of4"
+            #expect(bConsumers.contains(owner))
+            let others = try await store.cursor(bConsumers.first { $0 != owner }!)
+            #expect(others > inB.seq, "the other partitions moved on (\(others))")
+            let cursor = try await store.cursor(owner)
+            #expect(cursor < inB.seq, "\(owner) at \(cursor) passed seq \(inB.seq), whose step has not finished")
+            flow.openGate()
+            try await eventually("gate-1 completes") { store.allRuns.first { $0.runID == run.runID }?.runState == .completed }
+            try await eventually("its cursor passes the event now") { try await store.cursor(owner) >= inB.seq }
+        }
+    }
+}
