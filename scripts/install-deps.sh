@@ -37,8 +37,8 @@ else
     fi
     say "installing: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null
-    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" </dev/null
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update -q </dev/null
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q "${missing[@]}" </dev/null
     for package in "${missing[@]}"; do
         installed "$package" || { say "error: $package is still not installed"; exit 1; }
     done
