@@ -369,7 +369,11 @@ extension ServerCore {
                 let run: Run
                 if let knownRun { run = knownRun } else { run = try await ServerCore.resolve(.runID(runID), service) }
                 // The watcher is registered: events the log does not hold yet arrive live, so
-                // there is no need to wait for the relay here.
+                // there is no need to wait for the relay here. The history only matters for a
+                // status the run may have passed through: not for the default (terminal
+                // statuses, which a run never leaves) when the run was read after the watcher
+                // was registered — every later change then arrives live.
+                guard knownRun != nil || !refs.isEmpty else { return RunAndHistory(run: run, history: []) }
                 let history = try await service.loggedHistory(runID: runID)
                 return RunAndHistory(run: run, history: history)
             }
