@@ -43,3 +43,38 @@ public struct PeerAllowList: Sendable, Equatable {
         return ids
     }
 }
+
+/// How often a refused peer is logged: the first refusal of a (uid, gid) is a warning, later
+/// ones within `window` milliseconds are only counted, and the next warning after the window
+/// says how many were not logged. A local user retrying in a loop thus cannot flood the log;
+/// the `refused` metric still counts every refusal. Memory is bounded by `maxPeers`.
+struct RefusalLogPolicy {
+    struct Decision: Equatable {
+        /// Log a warning now.
+        var warn: Bool
+        /// Refusals of this peer not logged since its previous warning (when `warn`).
+        var suppressed: Int
+    }
+
+    let window: UInt64
+    let maxPeers: Int
+    private var peers: [UInt64: (warnedAt: UInt64, suppressed: Int)] = [:]
+
+    init(window: UInt64 = 60_000, maxPeers: Int = 256) {
+        self.window = window
+        self.maxPeers = maxPeers
+    }
+
+    /// `uid`/`gid` nil: the peer's credentials were unknown (one key for all such peers).
+    mutating func refused(uid: UInt32?, gid: UInt32?, now: UInt64) -> Decision {
+        let key = uid.map { UInt64($0) << 32 | UInt64(gid ?? 0) } ?? UInt64.max
+        if let entry = peers[key], now &- entry.warnedAt < window {
+            peers[key] = (entry.warnedAt, entry.suppressed + 1)
+            return Decision(warn: false, suppressed: entry.suppressed + 1)
+        }
+        if peers[key] == nil, peers.count >= maxPeers { peers.removeAll(keepingCapacity: true) }
+        let suppressed = peers[key]?.suppressed ?? 0
+        peers[key] = (now, 0)
+        return Decision(warn: true, suppressed: suppressed)
+    }
+}

@@ -40,6 +40,7 @@ final class ServerCore {
         case stopped
     }
     private var phase: Phase = .running
+    private var refusalLog = RefusalLogPolicy()
 
     init(configuration: Configuration, service: any WorkflowService, logger: Logger, loop: EventLoop) {
         self.configuration = configuration
@@ -155,15 +156,21 @@ final class ServerCore {
         let peer = uv_fileno(asHandle(conn.handle), &fd) == 0 ? PeerCredentials.of(fd: Int32(fd)) : nil
         if let peer, allowed.admits(uid: peer.uid, gid: peer.gid) { return true }
         let message: String
+        let decision = refusalLog.refused(uid: peer?.uid, gid: peer?.gid, now: uv_now(loop.loop))
+        var metadata: Logger.Metadata = ["session.id": "\(conn.id)"]
         if let peer {
-            logger.warning(
-                "connection refused: peer not in the allow-list",
-                metadata: ["session.id": "\(conn.id)", "peer.uid": "\(peer.uid)", "peer.gid": "\(peer.gid)", "peer.pid": "\(peer.pid)"])
+            metadata["peer.uid"] = "\(peer.uid)"
+            metadata["peer.gid"] = "\(peer.gid)"
+            metadata["peer.pid"] = "\(peer.pid)"
             message = "uid \(peer.uid) / gid \(peer.gid) may not use this server"
         } else {
-            logger.warning("connection refused: peer credentials unknown", metadata: ["session.id": "\(conn.id)"])
             message = "the server could not tell who connected, and only listed users may use it"
         }
+        if decision.warn, decision.suppressed > 0 { metadata["refusals.not_logged"] = "\(decision.suppressed)" }
+        let line: Logger.Message =
+            peer == nil ? "connection refused: peer credentials unknown" : "connection refused: peer not in the allow-list"
+        // One warning per peer a minute at most (a loop of retries must not flood the log).
+        logger.log(level: decision.warn ? .warning : .debug, line, metadata: metadata)
         metrics.refused()
         conn.refuse(Reply.failure(id: nil, WireError(.forbidden, message)))
         return false

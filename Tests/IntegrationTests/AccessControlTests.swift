@@ -50,6 +50,17 @@ struct AccessControlTests {
                 #expect(ctl.status == 1, "\(ctl)")
                 #expect(ctl.stderr.contains("FORBIDDEN"), "\(ctl)")
             }
+            // A peer that keeps retrying is refused every time but warned about once a minute.
+            let path = refusing.socketPath
+            let answers = try await onThread { () -> [[String]] in
+                try (0..<20).map { _ in
+                    let c = try LineClient(path: path)
+                    return try c.readUntilClosed(timeout: 30)
+                }
+            }
+            #expect(answers.allSatisfy { $0.count == 1 && $0[0].contains("FORBIDDEN") }, "\(answers)")
+            let warnings = refusing.log.split(separator: "\n").filter { $0.contains("connection refused") }
+            #expect(warnings.count == 1, "\(refusing.log)")
             #expect(try await db.int("SELECT COUNT(*) FROM workflow_records") == 0)
             #expect(try await refusing.terminate() == 0, "\(refusing.log)")
 
