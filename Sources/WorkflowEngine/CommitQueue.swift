@@ -80,6 +80,7 @@ final class CommitQueue: Sendable {
     }
 
     private func commit(_ batch: [PendingCommit], afterBatch: @Sendable ([PendingCommit]) async -> Void) async {
+        let started = ContinuousClock.now
         do {
             let outcomes = try await core.store.update(batch.map(\.update))
             state.withLock { $0.failures = 0 }
@@ -92,6 +93,7 @@ final class CommitQueue: Sendable {
                     core.counters.conflicts.add(1, ordering: .relaxed)
                 }
             }
+            core.recentRuns.put(zip(batch, outcomes).lazy.filter { $0.1 == .applied }.map { $0.0.update.run })
             if wroteEvents { core.relayWakeup.signal() }
             for (c, outcome) in zip(batch, outcomes) {
                 if outcome == .applied { await core.runHooks(previous: c.previousRunState, run: c.update.run) }
@@ -108,7 +110,7 @@ final class CommitQueue: Sendable {
                 s.failures += 1
                 return s.failures
             }
-            core.storeHealth.failed("commit", error)
+            core.storeHealth.failed("commit", error, started: started)
             try? await Task.sleep(for: .milliseconds(min(50 << min(failures, 6), 2_000)))
             state.withLock { $0.pending.insert(contentsOf: batch, at: 0) }
         }

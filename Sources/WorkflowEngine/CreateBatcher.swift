@@ -22,10 +22,6 @@ final class CreateBatcher: Sendable {
     private let maxBatch: Int
     private let maxInFlight: Int
 
-    convenience init(store: any WorkflowStore, maxBatch: Int, maxInFlight: Int) {
-        self.init(maxBatch: maxBatch, maxInFlight: maxInFlight) { try await store.create(batch: $0) }
-    }
-
     init(maxBatch: Int, maxInFlight: Int, createBatch: @escaping CreateBatch) {
         self.createBatch = createBatch
         self.maxBatch = max(1, maxBatch)

@@ -16,6 +16,8 @@ final class EngineCore: Sendable {
     /// Fired when a graceful stop begins.
     let stopRequested = OneShot()
     let counters = Counters()
+    /// Runs this instance committed recently, by (run id, version).
+    let recentRuns: RecentRuns
     /// Background store failures, logged once per episode.
     let storeHealth: StoreHealth
 
@@ -25,6 +27,8 @@ final class EngineCore: Sendable {
         let stepFailures = Atomic<Int>(0)
         let applied = Atomic<Int>(0)
         let conflicts = Atomic<Int>(0)
+        /// Runs a consumer took from `recentRuns` instead of reading them.
+        let runsFromMemory = Atomic<Int>(0)
         let timeoutsFired = Atomic<Int>(0)
         /// Failed calls to the store in the engine's loops (each is retried).
         let storeErrors = Atomic<Int>(0)
@@ -64,6 +68,7 @@ final class EngineCore: Sendable {
         self.configuration = configuration
         self.definitions = Dictionary(definitions.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         self.logger = logger
+        self.recentRuns = RecentRuns(capacity: configuration.recentRunsCapacity)
         let counters = self.counters
         self.storeHealth = StoreHealth(logger: logger) { counters.storeErrors.add(1, ordering: .relaxed) }
     }
@@ -94,8 +99,12 @@ final class EngineCore: Sendable {
             r.reason = result.reason
             r.updatedAt = now
             r.meta = nil
+            // Rows in workflow_timeouts can be pending for this run only if the status it leaves
+            // has a timeout, a retry was scheduled (failures are kept in meta), or one just
+            // fired; otherwise the cancel would be a statement that finds nothing.
+            let mayHavePending = definition.timeouts[run.status] != nil || run.meta != nil || completesTimeout != nil
             return RunUpdate(
-                run: r, expectedVersion: run.version, cancelPendingTimeouts: true,
+                run: r, expectedVersion: run.version, cancelPendingTimeouts: mayHavePending,
                 newTimeouts: next == .completed ? [] : definition.newTimeouts(for: result.status, now: now),
                 completesTimeout: completesTimeout)
         }

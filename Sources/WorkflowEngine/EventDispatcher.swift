@@ -53,12 +53,13 @@ final class EventDispatcher: Sendable {
     /// Finds the head of the log; delivery starts after it.
     func start() async {
         while !Task.isCancelled {
+            let started = ContinuousClock.now
             do {
                 let head = try await core.store.head()
                 state.withLock { $0.position = max($0.position, head) }
                 return
             } catch {
-                core.storeHealth.failed("reading the log head", error)
+                core.storeHealth.failed("reading the log head", error, started: started)
                 try? await Task.sleep(for: .milliseconds(200))
             }
         }
@@ -70,6 +71,7 @@ final class EventDispatcher: Sendable {
         let config = core.configuration
         while !Task.isCancelled {
             let finishing = workersDone.isFired
+            let started = ContinuousClock.now
             do {
                 if leases.holds(LeaseKeeper.relay) {
                     let events = try await core.store.relay(limit: config.relayBatchSize)
@@ -91,7 +93,7 @@ final class EventDispatcher: Sendable {
                 }
             } catch {
                 if Task.isCancelled { return }
-                core.storeHealth.failed("relay", error)
+                core.storeHealth.failed("relay", error, started: started)
                 try? await Task.sleep(for: .milliseconds(100))
             }
         }

@@ -58,6 +58,7 @@ final class LeaseKeeper: Sendable {
         let store = core.store
         let me = core.configuration.instanceID
         let maxInstances = max(core.configuration.maxInstances, 1)
+        let started = ContinuousClock.now
         do {
             var mySlot = slot.withLock { $0 }
             if let s = mySlot, try await acquire("member/\(s)") == nil { mySlot = nil }
@@ -93,7 +94,7 @@ final class LeaseKeeper: Sendable {
             }
             core.storeHealth.succeeded()
         } catch {
-            core.storeHealth.failed("lease renewal", error)
+            core.storeHealth.failed("lease renewal", error, started: started)
         }
     }
 

@@ -4,7 +4,8 @@ import Synchronization
 ///
 /// Events arrive pushed by the local `EventDispatcher` right after the relay commit, or, to
 /// catch up (start, lease taken over, a gap, an overfull inbox), read from the log after the
-/// consumer's position. The runs of a batch are loaded in one query; steps run concurrently up
+/// consumer's position. The runs of a batch are loaded in one query (a run this instance has
+/// just committed at the event's version comes from `RecentRuns` instead); steps run concurrently up
 /// to `maxConcurrentSteps`; finished steps are group-committed through a `CommitQueue`. An event
 /// whose version is not the run's version is stale or a duplicate and is skipped. The cursor
 /// advances to the low-water mark: the highest `seq` below which every event is finished.
@@ -142,6 +143,7 @@ final class StepConsumer: Sendable {
                 continue
             }
             if !state.withLock({ $0.active }) {
+                let started = ContinuousClock.now
                 do {
                     let c = try await core.store.cursor(name)
                     state.withLock { s in
@@ -156,7 +158,7 @@ final class StepConsumer: Sendable {
                         s.waitingOnStep = [:]
                     }
                 } catch {
-                    core.storeHealth.failed("reading a cursor", error, metadata: ["consumer": "\(name)"])
+                    core.storeHealth.failed("reading a cursor", error, started: started, metadata: ["consumer": "\(name)"])
                     try? await Task.sleep(for: .milliseconds(200))
                     continue
                 }
@@ -207,6 +209,7 @@ final class StepConsumer: Sendable {
         }
         // Everything up to the dispatcher's head is committed, so a short answer covers it all.
         let head = dispatcher.knownHead
+        let started = ContinuousClock.now
         do {
             let events = try await core.store.events(after: after, filter: filter, limit: limit)
             state.withLock { s in
@@ -226,7 +229,7 @@ final class StepConsumer: Sendable {
                 s.parked = []
                 s.needsPull = true
             }
-            core.storeHealth.failed("reading events", error, metadata: ["consumer": "\(name)"])
+            core.storeHealth.failed("reading events", error, started: started, metadata: ["consumer": "\(name)"])
             try? await Task.sleep(for: .milliseconds(200))
         }
     }
@@ -262,9 +265,16 @@ final class StepConsumer: Sendable {
         core.counters.skip(.superseded, finished.count)
         finish(finished, epoch: epoch)
         guard !latest.isEmpty else { return }
-        let runs: [Run]
+        // Runs this instance just committed at the event's version need no read.
+        var runs: [Run] = []
+        var missing: [String] = []
+        for (id, e) in latest {
+            if let run = core.recentRuns.run(id, version: e.version) { runs.append(run) } else { missing.append(id) }
+        }
+        core.counters.runsFromMemory.add(runs.count, ordering: .relaxed)
+        let started = ContinuousClock.now
         do {
-            runs = try await core.store.lookup(runIDs: Array(latest.keys))
+            if !missing.isEmpty { runs += try await core.store.lookup(runIDs: missing) }
         } catch {
             // Put the batch back; it is read again after a pause.
             state.withLock { s in
@@ -273,7 +283,7 @@ final class StepConsumer: Sendable {
                 for e in back { s.outstanding.remove(e.seq) }
                 s.inbox.insert(contentsOf: back, at: s.inboxHead)
             }
-            core.storeHealth.failed("loading runs", error, metadata: ["consumer": "\(name)"])
+            core.storeHealth.failed("loading runs", error, started: started, metadata: ["consumer": "\(name)"])
             try? await Task.sleep(for: .milliseconds(200))
             return
         }
@@ -351,6 +361,7 @@ final class StepConsumer: Sendable {
             return lw
         }
         guard let target else { return }
+        let started = ContinuousClock.now
         do {
             try await core.store.setCursor(name, to: target)
             state.withLock { s in
@@ -360,7 +371,7 @@ final class StepConsumer: Sendable {
             }
         } catch {
             state.withLock { $0.cursorBusy = false }
-            core.storeHealth.failed("writing a cursor", error, metadata: ["consumer": "\(name)"])
+            core.storeHealth.failed("writing a cursor", error, started: started, metadata: ["consumer": "\(name)"])
         }
     }
 

@@ -7,12 +7,17 @@ import Synchronization
 /// one notice with how long the episode lasted and how many calls failed. An outage of the
 /// database (restart, "too many connections", a network timeout) is thus two lines in the log,
 /// not one per retry — also when it is partial and some calls succeed in the middle of it.
+/// A call that began before the episode ended and fails after it (on a silent network it waits
+/// for its read timeout, long after other calls succeed again) belongs to that episode: it is a
+/// debug line, not the start of a new one.
 final class StoreHealth: Sendable {
     private struct State {
         var failingSince: ContinuousClock.Instant?
         var lastFailure: ContinuousClock.Instant?
         var failures = 0
         var episodes = 0
+        /// When the last episode ended.
+        var recoveredAt: ContinuousClock.Instant?
     }
     private let state = Mutex(State())
     private let logger: Logger
@@ -25,10 +30,15 @@ final class StoreHealth: Sendable {
         self.counter = counter
     }
 
-    /// A background call failed (it will be retried).
-    func failed(_ what: String, _ error: any Error, metadata: Logger.Metadata = [:]) {
+    /// A background call that began at `started` failed (it will be retried).
+    func failed(
+        _ what: String, _ error: any Error, started: ContinuousClock.Instant, metadata: Logger.Metadata = [:]
+    ) {
         counter()
         let first = state.withLock { s -> Bool in
+            if s.failingSince == nil, let recovered = s.recoveredAt, started < recovered {
+                return false  // a straggler of the episode that has ended
+            }
             s.failures += 1
             s.lastFailure = .now
             guard s.failingSince == nil else { return false }
@@ -53,6 +63,7 @@ final class StoreHealth: Sendable {
             let r = (since.duration(to: last), s.failures)
             s.failingSince = nil
             s.failures = 0
+            s.recoveredAt = .now
             return r
         }
         guard let (duration, failures) = ended else { return }

@@ -29,6 +29,7 @@ final class TimeoutPoller: Sendable {
                     await wakeup.wait(milliseconds: config.timeoutPollMilliseconds)
                     continue
                 }
+                let started = ContinuousClock.now
                 do {
                     let limit = capacity + busy.count
                     let due = try await core.store.dueTimeouts(now: core.clock.now(), limit: limit)
@@ -36,7 +37,7 @@ final class TimeoutPoller: Sendable {
                     if !fresh.isEmpty { try await fire(fresh, group: &group, commits: commits) }
                     if due.count == limit, !fresh.isEmpty { continue }
                 } catch {
-                    core.storeHealth.failed("polling timeouts", error)
+                    core.storeHealth.failed("polling timeouts", error, started: started)
                 }
                 await wakeup.wait(milliseconds: config.timeoutPollMilliseconds)
             }

@@ -52,6 +52,10 @@ extension WorkflowEngine {
         /// Health: outbox rows waiting for the relay above which `outbox` is unhealthy.
         /// Default 10 000.
         public var healthMaxOutboxPending: Int = 10_000
+        /// Runs this instance committed that it keeps in memory (each as of the version it
+        /// wrote), so the next step and a finished `await` need not read them back. 0 turns the
+        /// cache off. Default 4 096.
+        public var recentRunsCapacity: Int = 4_096
 
         /// Automatic retention (finished runs, old events), run by whichever instance holds the
         /// `retention` lease. Default nil: off.

@@ -67,8 +67,14 @@ public final class WorkflowEngine: WorkflowService {
         self.dispatcher = EventDispatcher(core: core, leases: leases, consumers: consumers)
         self.poller = TimeoutPoller(core: core)
         self.retention = RetentionJob(core: core)
-        self.creates = CreateBatcher(
-            store: core.store, maxBatch: configuration.commitBatchSize, maxInFlight: configuration.commitConcurrency)
+        let store = core.store
+        let recentRuns = core.recentRuns
+        self.creates = CreateBatcher(maxBatch: configuration.commitBatchSize, maxInFlight: configuration.commitConcurrency) {
+            let results = try await store.create(batch: $0)
+            // Remembered before any caller resumes, so the first step finds the run in memory.
+            recentRuns.put(results.lazy.compactMap { if case .created(let run) = $0 { run } else { nil } })
+            return results
+        }
         self.startedAtMilliseconds = clock.now().milliseconds
     }
 
@@ -214,6 +220,8 @@ public final class WorkflowEngine: WorkflowService {
         if case .created = result { core.relayWakeup.signal() }
         return result
     }
+
+    public func recentRun(id: String, version: Int64) -> Run? { core.recentRuns.run(id, version: version) }
 
     public func run(id: String) async throws -> Run? { try await core.store.lookup(runID: id) }
 

@@ -10,6 +10,9 @@ public protocol WorkflowService: Sendable {
     /// Starts a run for (workflow, foreign id); while one is unfinished, returns it (`.existing`).
     func trigger(workflow: String, foreignID: String, object: [UInt8]) async throws -> CreateRunResult
     func run(id: String) async throws -> Run?
+    /// The run as of `version` if this instance committed that version recently; memory only,
+    /// no database call (nil when unknown: read it with `run(id:)`).
+    func recentRun(id: String, version: Int64) -> Run?
     func latestRun(workflow: String, foreignID: String) async throws -> Run?
     func list(_ query: RunQuery) async throws -> RunPage
     /// The run's events; waits (briefly) for the relay until the log holds the run's current
@@ -46,6 +49,7 @@ public protocol WorkflowService: Sendable {
 
 extension WorkflowService {
     public func metrics() async throws -> [MetricFamily] { [] }
+    public func recentRun(id: String, version: Int64) -> Run? { nil }
     public func loggedHistory(runID: String) async throws -> [WorkflowEvent] { try await history(runID: runID) }
     /// Services without retention keep every event: the log starts at 1 when it has any.
     public func earliestSeq() async throws -> Int64? { try await head() > 0 ? 1 : nil }

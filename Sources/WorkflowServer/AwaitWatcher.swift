@@ -51,7 +51,7 @@ final class AwaitWatcher {
         case .loading:
             if seen.count < 1024 { seen.append(e) }
         case .waiting:
-            if let outcome = judge(e) { core.finishAwait(self, outcome) }
+            if let outcome = judge(e) { core.finishAwait(self, outcome, event: e) }
         case .fetching, .done:
             break
         }

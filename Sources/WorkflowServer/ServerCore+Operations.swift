@@ -416,10 +416,10 @@ extension ServerCore {
             finishAwait(w, .reached)
             return
         }
-        let seen = w.seen.compactMap { w.judge($0) }
+        let seen = w.seen.compactMap { e in w.judge(e).map { (outcome: $0, event: e) } }
         w.seen = []
-        if seen.contains(where: { if case .reached = $0 { true } else { false } }) {
-            finishAwait(w, .reached)
+        if let reached = seen.first(where: { if case .reached = $0.outcome { true } else { false } }) {
+            finishAwait(w, .reached, event: reached.event)
         } else if run.runState.isFinished {
             completeAwait(w, ServerCore.awaitFailure(w.requestID, .unreachable, run, encoder))
         } else if !seen.isEmpty {
@@ -431,8 +431,14 @@ extension ServerCore {
         }
     }
 
-    /// The outcome is known; read the run as it is now and answer.
-    func finishAwait(_ w: AwaitWatcher, _ outcome: AwaitWatcher.Outcome) {
+    /// The outcome is known; answer with the run. When a live event decided it and this
+    /// instance committed that very version, the run is in memory (`recentRun`); otherwise it is
+    /// read as it is now.
+    func finishAwait(_ w: AwaitWatcher, _ outcome: AwaitWatcher.Outcome, event: EventData? = nil) {
+        if case .reached = outcome, let event, let run = service.recentRun(id: w.runID, version: event.version) {
+            completeAwait(w, Reply.success(id: w.requestID) { out in out.key("run"); self.encoder.run(run).write(to: &out) })
+            return
+        }
         w.state = .fetching
         let bound = LoopBound(w)
         let core = LoopBound(self)

@@ -168,7 +168,7 @@ final class ServerChild: @unchecked Sendable {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         socketPath = directory + "/s.sock"
         logPath = directory + "/server.log"
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments =
             ["serve", "--dsn", database.dsn, "--socket", socketPath, "--data-dir", directory, "--log-level", "warning"]

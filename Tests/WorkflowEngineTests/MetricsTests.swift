@@ -160,7 +160,7 @@ final class CapturedLog: Sendable {
         let health = StoreHealth(logger: log.logger, quiet: .zero) { counted.withLock { $0 += 1 } }
         health.succeeded()  // nothing to end
         #expect(log.lines.withLock { $0.isEmpty })
-        for i in 0..<50 { health.failed(i % 2 == 0 ? "relay" : "lease renewal", WorkflowError(.unavailable, "down (MariaDB error 2002)")) }
+        for i in 0..<50 { health.failed(i % 2 == 0 ? "relay" : "lease renewal", WorkflowError(.unavailable, "down (MariaDB error 2002)"), started: .now) }
         #expect(health.snapshot == (1, true))
         let warnings = log.lines.withLock { $0.filter { $0.level >= .warning } }
         #expect(warnings.count == 1)
@@ -173,7 +173,7 @@ final class CapturedLog: Sendable {
         #expect(notices.first?.metadata["failed.calls"] == "50")
         #expect(counted.withLock { $0 } == 50, "every failure is counted in the metrics")
         // A second outage is a second episode.
-        health.failed("commit", WorkflowError(.unavailable, "down"))
+        health.failed("commit", WorkflowError(.unavailable, "down"), started: .now)
         health.succeeded()
         #expect(health.snapshot == (2, false))
         #expect(log.lines.withLock { $0.filter { $0.level >= .notice }.count } == 4)
@@ -183,7 +183,7 @@ final class CapturedLog: Sendable {
         let log = CapturedLog()
         let health = StoreHealth(logger: log.logger, quiet: .milliseconds(200)) {}
         for _ in 0..<5 {
-            health.failed("relay", WorkflowError(.unavailable, "1040"))
+            health.failed("relay", WorkflowError(.unavailable, "1040"), started: .now)
             health.succeeded()  // a call on an older connection still works
         }
         #expect(log.matching("database calls succeed again").isEmpty)
@@ -192,5 +192,23 @@ final class CapturedLog: Sendable {
         health.succeeded()
         #expect(log.matching("database calls succeed again").count == 1)
         #expect(log.matching("database calls are failing; retrying with back-off until they succeed").count == 1)
+    }
+
+    /// On a silent network a call waits for its read timeout: it can fail after other calls
+    /// have succeeded and ended the episode. It belongs to that episode, not a new one.
+    @Test func aCallBegunBeforeTheRecoveryThatFailsAfterItStartsNoNewEpisode() {
+        let log = CapturedLog()
+        let health = StoreHealth(logger: log.logger, quiet: .zero) {}
+        let straggler = ContinuousClock.now
+        health.failed("relay", WorkflowError(.unavailable, "2013"), started: .now)
+        health.succeeded()
+        #expect(health.snapshot == (1, false))
+        health.failed("commit", WorkflowError(.unavailable, "2013"), started: straggler)
+        #expect(health.snapshot == (1, false))
+        #expect(log.matching("database calls are failing; retrying with back-off until they succeed").count == 1)
+        // A call begun after the recovery that fails is a new episode.
+        health.failed("commit", WorkflowError(.unavailable, "2013"), started: .now)
+        #expect(health.snapshot == (2, true))
+        #expect(log.matching("database calls are failing; retrying with back-off until they succeed").count == 2)
     }
 }

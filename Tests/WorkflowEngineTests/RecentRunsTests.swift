@@ -1,0 +1,73 @@
+import Testing
+
+@testable import WorkflowEngine
+
+@Suite("Recent runs")
+struct RecentRunsTests {
+    let clock = ManualClock()
+
+    static func run(_ id: String, version: Int64, object: String = "") -> Run {
+        Run(
+            workflow: "w", foreignID: "f-\(id)", runID: id, runState: .running, status: 1, version: version,
+            object: Array(object.utf8), createdAt: Timestamp(milliseconds: 0), updatedAt: Timestamp(milliseconds: version))
+    }
+
+    @Test func answersOnlyForTheExactVersionItWasGiven() {
+        let recent = RecentRuns(capacity: 8)
+        recent.put([Self.run("a", version: 2, object: "two")])
+        #expect(recent.run("a", version: 2)?.object == Array("two".utf8))
+        #expect(recent.run("a", version: 1) == nil)
+        #expect(recent.run("a", version: 3) == nil)
+        #expect(recent.run("b", version: 2) == nil)
+        // A newer version replaces the older one; an older one never replaces a newer one.
+        recent.put([Self.run("a", version: 3, object: "three")])
+        recent.put([Self.run("a", version: 2, object: "two")])
+        #expect(recent.run("a", version: 2) == nil)
+        #expect(recent.run("a", version: 3)?.object == Array("three".utf8))
+        #expect(recent.count == 1)
+    }
+
+    @Test func forgetsTheOldestRunsBeyondItsCapacity() {
+        let recent = RecentRuns(capacity: 3)
+        recent.put((1...5).map { Self.run("r\($0)", version: 1) })
+        #expect(recent.count == 3)
+        #expect(recent.run("r1", version: 1) == nil)
+        #expect(recent.run("r2", version: 1) == nil)
+        #expect(recent.run("r5", version: 1) != nil)
+        let off = RecentRuns(capacity: 0)
+        off.put([Self.run("a", version: 1)])
+        #expect(off.run("a", version: 1) == nil && off.count == 0)
+    }
+
+    /// Every run this engine created and moved was committed by it, so its consumers never read
+    /// a run back; with the cache off each batch of events costs a read.
+    @Test(.timeLimit(.minutes(1)), arguments: [4_096, 0])
+    func consumersTakeRunsThisInstanceCommittedFromMemory(capacity: Int) async throws {
+        let flow = TestFlow()
+        let store = InMemoryWorkflowStore(clock: clock)
+        var config = testConfiguration()
+        config.recentRunsCapacity = capacity
+        let engine = try WorkflowEngine(store: store, definitions: [flow.definition()], configuration: config, clock: clock)
+        try await running(engine) {
+            for i in 0..<20 { _ = try await engine.trigger(workflow: TestFlow.name, foreignID: "rr-\(i)", object: []) }
+            try await eventually("all finished") { store.allRuns.count == 20 && store.allRuns.allSatisfy { $0.runState.isFinished } }
+            // Each step saw the object its predecessor wrote.
+            #expect(store.allRuns.allSatisfy { $0.object == Array("+a+b".utf8) && $0.version == 3 })
+            let fromMemory = try await engine.metrics().first { $0.name == "workflowd_runs_from_memory_total" }?.samples[0].value
+            if capacity > 0 {
+                // Two steps per run. (The relay may, rarely, log an event in the instant between
+                // a commit and its run being remembered; that step then reads the run.)
+                #expect((fromMemory ?? 0) >= 36, "\(String(describing: fromMemory)) of 40")
+                #expect(store.roundTrips.lookups <= 4)
+            } else {
+                #expect(store.roundTrips.lookups > 0)
+                #expect(fromMemory == 0)
+            }
+            // The await path: the engine answers for the versions it committed, nothing else.
+            for run in store.allRuns {
+                #expect((engine.recentRun(id: run.runID, version: run.version) == run) == (capacity > 0))
+                #expect(engine.recentRun(id: run.runID, version: run.version - 1) == nil)
+            }
+        }
+    }
+}
