@@ -76,11 +76,12 @@ final class EventDispatcher: Sendable {
                 if leases.holds(LeaseKeeper.relay) {
                     let events = try await core.store.relay(limit: config.relayBatchSize)
                     core.storeHealth.succeeded()
-                    if !events.isEmpty {
-                        try await deliver(events)
-                        continue
-                    }
-                    if finishing { return }
+                    if !events.isEmpty { try await deliver(events) }
+                    // A short batch took everything there was: wait for the next local commit
+                    // (its signal, if it came during this batch, is already waiting) instead of
+                    // a transaction that would most often find the outbox empty.
+                    if events.count == config.relayBatchSize { continue }
+                    if finishing && events.isEmpty { return }
                     await core.relayWakeup.wait(milliseconds: config.relayIdleMilliseconds)
                 } else {
                     let after = knownHead
