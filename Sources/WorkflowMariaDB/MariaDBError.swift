@@ -12,6 +12,10 @@ public struct MariaDBError: Error, Sendable, CustomStringConvertible, Equatable 
         public static let retryableConflict = Kind(raw: "retryable conflict")
         /// The connection broke before COMMIT was sent: nothing was applied; reconnect and retry.
         public static let connectionLost = Kind(raw: "connection lost")
+        /// A multi-row conditional update matched fewer runs than it names (one had moved on):
+        /// the transaction is rolled back and the store applies the batch run by run. Never
+        /// leaves the store.
+        public static let batchConflict = Kind(raw: "batch conflict")
         /// The connection broke while COMMIT was in flight: the write may or may not be applied.
         /// Never retried blindly; callers re-read (version checks make that safe).
         public static let commitOutcomeUnknown = Kind(raw: "commit outcome unknown")

@@ -67,6 +67,14 @@ extension MariaDBWorkflowStore {
     public func update(_ updates: [RunUpdate]) async throws -> [UpdateOutcome] {
         if updates.isEmpty { return [] }
         do {
+            if Self.fitsOneStatement(updates) {
+                do {
+                    return try await pool.transaction { c in try Self.applyInOneStatement(c, updates) }
+                } catch let error as MariaDBError where error.kind == .batchConflict {
+                    // Some run had moved on: the whole batch was rolled back; apply it run by
+                    // run, which tells each caller its own outcome.
+                }
+            }
             return try await pool.transaction { c in try Self.apply(c, updates) }
         } catch let error as MariaDBError where updates.count > 1 && error.kind != .commitOutcomeUnknown {
             // Per-run fallback: one bad update must not fail the others.
@@ -88,14 +96,71 @@ extension MariaDBWorkflowStore {
         }
     }
 
+    /// Several runs, none completing a timeout (that needs its own conditional statement first),
+    /// each once: their record updates can be one statement.
+    static func fitsOneStatement(_ updates: [RunUpdate]) -> Bool {
+        guard updates.count > 1, updates.allSatisfy({ $0.completesTimeout == nil }) else { return false }
+        return Set(updates.map(\.run.runID)).count == updates.count
+    }
+
+    /// Runs per multi-row `UPDATE` (at most; fewer are padded to a power of two).
+    static let runsPerUpdate = 64
+
+    /// The body of a batch whose record updates are multi-row statements, one per 64 runs:
+    /// `UPDATE … SET col = CASE run_id WHEN ? THEN ? … END, … WHERE run_id IN (…) AND version =
+    /// CASE run_id WHEN ? THEN ? … END`. Every run must match (the connection counts matched
+    /// rows); if one does not, `batchConflict` rolls the whole transaction back, and the caller
+    /// applies the batch run by run.
+    static func applyInOneStatement(_ c: MariaDBConnection, _ updates: [RunUpdate]) throws -> [UpdateOutcome] {
+        var start = 0
+        while start < updates.count {
+            let chunk = Array(updates[start..<min(start + runsPerUpdate, updates.count)])
+            let n = bucket(chunk.count)
+            let padded = chunk + Array(repeating: chunk[chunk.count - 1], count: n - chunk.count)
+            func caseOf(_ value: (RunUpdate) -> SQLValue) -> (String, [SQLValue]) {
+                var values: [SQLValue] = []
+                values.reserveCapacity(2 * n)
+                for u in padded {
+                    values.append(.text(u.run.runID))
+                    values.append(value(u))
+                }
+                return ("CASE run_id " + String(repeating: "WHEN ? THEN ? ", count: n) + "END", values)
+            }
+            let columns: [(String, (RunUpdate) -> SQLValue)] = [
+                ("run_state", { .int($0.run.runState.rawValue) }),
+                ("status", { .int($0.run.status) }),
+                ("object", { .bytes($0.run.object) }),
+                ("reason", { .optionalText($0.run.reason) }),
+                ("updated_at", { .timestamp($0.run.updatedAt) }),
+                ("meta", { .optionalBytes($0.run.meta) }),
+                ("version", { .int($0.run.version) }),
+            ]
+            var sets: [String] = []
+            var values: [SQLValue] = []
+            for (name, value) in columns {
+                let (sql, v) = caseOf(value)
+                sets.append("\(name) = \(sql)")
+                values += v
+            }
+            let (list, ids) = inList(padded.map { .text($0.run.runID) })
+            let (expected, expectedValues) = caseOf { .int($0.expectedVersion) }
+            let r = try c.execute(
+                "UPDATE workflow_records SET \(sets.joined(separator: ", ")) WHERE run_id IN \(list) AND version = \(expected)",
+                values + ids + expectedValues)
+            guard r.affectedRows == chunk.count else {
+                throw MariaDBError(kind: .batchConflict, message: "a run of the batch has moved on")
+            }
+            start += chunk.count
+        }
+        return try finishApplied(c, updates)
+    }
+
     /// The body of an update transaction: every statement is conditional, so re-running it after
     /// a deadlock retry is safe.
     static func apply(_ c: MariaDBConnection, _ updates: [RunUpdate]) throws -> [UpdateOutcome] {
         var outcomes: [UpdateOutcome] = []
         outcomes.reserveCapacity(updates.count)
-        var emitted: [String] = []
-        var cancelling: [String] = []
-        var timeoutRows: [[SQLValue]] = []
+        var applied: [RunUpdate] = []
         for u in updates {
             if let timeoutID = u.completesTimeout {
                 let r = try c.execute(
@@ -126,6 +191,20 @@ extension MariaDBWorkflowStore {
                 continue
             }
             outcomes.append(.applied)
+            applied.append(u)
+        }
+        _ = try finishApplied(c, applied)
+        return outcomes
+    }
+
+    /// The rest of a transaction once the records of `applied` are updated: their timeouts
+    /// cancelled and created, and their outbox rows written.
+    static func finishApplied(_ c: MariaDBConnection, _ applied: [RunUpdate]) throws -> [UpdateOutcome] {
+        var emitted: [String] = []
+        var cancelling: [String] = []
+        var timeoutRows: [[SQLValue]] = []
+        for u in applied {
+            let run = u.run
             if u.emitsEvent { emitted.append(run.runID) }
             if u.cancelPendingTimeouts { cancelling.append(run.runID) }
             for t in u.newTimeouts { timeoutRows.append(timeoutRow(run, t, now: run.updatedAt)) }
@@ -140,7 +219,7 @@ extension MariaDBWorkflowStore {
             try insertRows(c, prefix: timeoutInsert, tuple: timeoutTuple, rows: timeoutRows)
         }
         try writeOutbox(c, runIDs: emitted)
-        return outcomes
+        return Array(repeating: .applied, count: applied.count)
     }
 
     public func lookup(runID: String) async throws -> Run? {
