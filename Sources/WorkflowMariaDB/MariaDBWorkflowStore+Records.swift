@@ -16,13 +16,29 @@ extension MariaDBWorkflowStore {
             results.reserveCapacity(batch.count)
             var created: [String] = []
             var timeoutRows: [[SQLValue]] = []
-            for new in batch {
-                let result = try Self.insertRun(c, new.run)
-                if case .created(let run) = result {
-                    created.append(run.runID)
-                    timeoutRows += new.timeouts.map { Self.timeoutRow(run, $0, now: run.createdAt) }
+            var start = 0
+            while start < batch.count {
+                // Up to 64 runs in one multi-row INSERT; if the unique key on unfinished runs
+                // refuses one of them, that statement inserted nothing and its runs go in one
+                // by one, each told whether it was created or which run it met.
+                // Sizes are powers of two (13 runs = 8 + 4 + 1), so few statements are prepared.
+                var size = 1
+                while size * 2 <= min(Self.runsPerInsert, batch.count - start) { size *= 2 }
+                let chunk = Array(batch[start..<(start + size)])
+                let chunkResults: [CreateRunResult]
+                if chunk.count > 1, try Self.insertRunsUnlessActive(c, chunk.map(\.run)) {
+                    chunkResults = chunk.map { .created($0.run) }
+                } else {
+                    chunkResults = try chunk.map { try Self.insertRun(c, $0.run) }
                 }
-                results.append(result)
+                for (new, result) in zip(chunk, chunkResults) {
+                    if case .created(let run) = result {
+                        created.append(run.runID)
+                        timeoutRows += new.timeouts.map { Self.timeoutRow(run, $0, now: run.createdAt) }
+                    }
+                    results.append(result)
+                }
+                start += size
             }
             try Self.writeOutbox(c, runIDs: created)
             if !timeoutRows.isEmpty {
@@ -47,16 +63,38 @@ extension MariaDBWorkflowStore {
         throw MariaDBError(kind: .retryableConflict, message: "foreign id kept changing state during create")
     }
 
+    /// Runs per multi-row `INSERT` of new runs.
+    static let runsPerInsert = 64
+
+    static func runRow(_ run: Run) -> [SQLValue] {
+        [
+            .text(run.workflow), .text(run.foreignID), .text(run.runID), .int(run.runState.rawValue),
+            .int(run.status), .bytes(run.object), .timestamp(run.createdAt), .timestamp(run.updatedAt),
+            .optionalBytes(run.meta), .int(run.version), .optionalText(run.reason),
+        ]
+    }
+
+    /// All of `runs` in one statement; false (and nothing inserted) when the unique key on
+    /// unfinished runs refused one of them.
+    static func insertRunsUnlessActive(_ c: MariaDBConnection, _ runs: [Run]) throws(MariaDBError) -> Bool {
+        let tuple = "(" + Array(repeating: "?", count: 11).joined(separator: ", ") + ")"
+        do {
+            try c.execute(
+                "INSERT INTO workflow_records (\(Self.runColumns)) VALUES "
+                    + Array(repeating: tuple, count: runs.count).joined(separator: ", "),
+                Array(runs.map(runRow).joined()))
+            return true
+        } catch {
+            if error.kind == .duplicateKey && error.message.contains("uniq_active_run") { return false }
+            throw error
+        }
+    }
+
     /// False when the unique key on unfinished runs refused the row.
     private static func insertUnlessActive(_ c: MariaDBConnection, _ run: Run) throws(MariaDBError) -> Bool {
         do {
             try c.execute(
-                "INSERT INTO workflow_records (\(Self.runColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    .text(run.workflow), .text(run.foreignID), .text(run.runID), .int(run.runState.rawValue),
-                    .int(run.status), .bytes(run.object), .timestamp(run.createdAt), .timestamp(run.updatedAt),
-                    .optionalBytes(run.meta), .int(run.version), .optionalText(run.reason),
-                ])
+                "INSERT INTO workflow_records (\(Self.runColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", runRow(run))
             return true
         } catch {
             if error.kind == .duplicateKey && error.message.contains("uniq_active_run") { return false }

@@ -49,3 +49,27 @@ struct BatchCreateTests {
         }
     }
 }
+
+@Suite("MariaDB batched create, multi-row")
+struct BatchCreateMultiRowTests {
+    /// 77 new runs (statements of 64, 8, 4 and 1 runs), one of them meeting an unfinished run
+    /// in the 8-run statement: that statement falls back to one insert per run, the others stay
+    /// multi-row, and every caller gets its own answer.
+    @Test func manyRunsGoInTogetherAndARefusedOneIsAnsweredAlone() async throws {
+        try await TestDatabase.with { store, _ async throws in
+            let old = Fixtures.run(foreignID: "mr-66")
+            #expect(try await store.create(NewRun(run: old)) == .created(old))
+            let runs = (0..<77).map { Fixtures.run(foreignID: "mr-\($0)", object: #"{"n":\#($0)}"#) }
+            let results = try await store.create(batch: runs.map { NewRun(run: $0) })
+            #expect(results.count == 77)
+            for (i, (run, result)) in zip(runs, results).enumerated() {
+                #expect(result == (i == 66 ? .existing(old) : .created(run)), "run \(i)")
+            }
+            for (i, run) in runs.enumerated() where i != 66 {
+                #expect(try await store.lookup(runID: run.runID) == run)
+            }
+            #expect(try await store.lookup(runID: runs[66].runID) == nil)
+            #expect(try await store.outboxBatch(limit: 1_000).count == 77)  // old + 76 created
+        }
+    }
+}
