@@ -68,7 +68,7 @@ final class EngineCore: Sendable {
         self.configuration = configuration
         self.definitions = Dictionary(definitions.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         self.logger = logger
-        self.recentRuns = RecentRuns(capacity: configuration.recentRunsCapacity)
+        self.recentRuns = RecentRuns(capacity: configuration.recentRunsCapacity, maxBytes: configuration.recentRunsMaxBytes)
         let counters = self.counters
         self.storeHealth = StoreHealth(logger: logger) { counters.storeErrors.add(1, ordering: .relaxed) }
     }

@@ -56,6 +56,9 @@ extension WorkflowEngine {
         /// wrote), so the next step and a finished `await` need not read them back. 0 turns the
         /// cache off. Default 4 096.
         public var recentRunsCapacity: Int = 4_096
+        /// Bytes of objects and meta those runs may hold; a run above a sixteenth of it is not
+        /// kept. Default 32 MiB.
+        public var recentRunsMaxBytes: Int = 32 << 20
 
         /// Automatic retention (finished runs, old events), run by whichever instance holds the
         /// `retention` lease. Default nil: off.

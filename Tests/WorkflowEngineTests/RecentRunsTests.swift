@@ -39,6 +39,26 @@ struct RecentRunsTests {
         #expect(off.run("a", version: 1) == nil && off.count == 0)
     }
 
+    @Test func staysWithinItsByteBudgetAndKeepsNoHugeRun() {
+        // 256 bytes per run besides the object: runs of 744-byte objects cost 1,000 bytes each,
+        // exactly the largest a 16,000-byte budget keeps.
+        let recent = RecentRuns(capacity: 100, maxBytes: 16_000)
+        recent.put((1...10).map { Self.run("r\($0)", version: 1, object: String(repeating: "x", count: 744)) })
+        #expect(recent.usage == (10, 10_000))
+        // Seven more (17,000 bytes): the oldest goes so that the total fits again.
+        recent.put((11...17).map { Self.run("r\($0)", version: 1, object: String(repeating: "x", count: 744)) })
+        #expect(recent.usage.bytes <= 16_000)
+        #expect(recent.usage.runs == 16)
+        #expect(recent.run("r1", version: 1) == nil && recent.run("r2", version: 1) != nil)
+        // A run larger than a sixteenth of the budget is not kept, and a kept run that grows
+        // that large is forgotten.
+        recent.put([Self.run("huge", version: 1, object: String(repeating: "x", count: 2_000))])
+        #expect(recent.run("huge", version: 1) == nil)
+        recent.put([Self.run("r16", version: 2, object: String(repeating: "x", count: 2_000))])
+        #expect(recent.run("r16", version: 2) == nil && recent.run("r16", version: 1) == nil)
+        #expect(recent.usage.bytes == recent.usage.runs * 1_000)
+    }
+
     /// Every run this engine created and moved was committed by it, so its consumers never read
     /// a run back; with the cache off each batch of events costs a read.
     @Test(.timeLimit(.minutes(1)), arguments: [4_096, 0])
