@@ -16,15 +16,12 @@ extension MariaDBWorkflowStore {
             results.reserveCapacity(batch.count)
             var created: [String] = []
             var timeoutRows: [[SQLValue]] = []
-            var start = 0
-            while start < batch.count {
-                // Up to 64 runs in one multi-row INSERT; if the unique key on unfinished runs
-                // refuses one of them, that statement inserted nothing and its runs go in one
-                // by one, each told whether it was created or which run it met.
-                // Sizes are powers of two (13 runs = 8 + 4 + 1), so few statements are prepared.
-                var size = 1
-                while size * 2 <= min(Self.runsPerInsert, batch.count - start) { size *= 2 }
-                let chunk = Array(batch[start..<(start + size)])
+            // Up to 64 runs (and 4 MiB) in one multi-row INSERT, in pieces whose sizes are
+            // powers of two so few statements are prepared; if the unique key on unfinished runs
+            // refuses one of them, that statement inserted nothing and its runs go in one by
+            // one, each told whether it was created or which run it met.
+            for piece in Self.pieces(batch.map { Self.runBytes($0.run) }, powersOfTwo: true) {
+                let chunk = Array(batch[piece])
                 let chunkResults: [CreateRunResult]
                 if chunk.count > 1, try Self.insertRunsUnlessActive(c, chunk.map(\.run)) {
                     chunkResults = chunk.map { .created($0.run) }
@@ -38,7 +35,6 @@ extension MariaDBWorkflowStore {
                     }
                     results.append(result)
                 }
-                start += size
             }
             try Self.writeOutbox(c, runIDs: created)
             if !timeoutRows.isEmpty {
@@ -62,9 +58,6 @@ extension MariaDBWorkflowStore {
         }
         throw MariaDBError(kind: .retryableConflict, message: "foreign id kept changing state during create")
     }
-
-    /// Runs per multi-row `INSERT` of new runs.
-    static let runsPerInsert = 64
 
     static func runRow(_ run: Run) -> [SQLValue] {
         [
@@ -141,8 +134,38 @@ extension MariaDBWorkflowStore {
         return Set(updates.map(\.run.runID)).count == updates.count
     }
 
-    /// Runs per multi-row `UPDATE` (at most; fewer are padded to a power of two).
-    static let runsPerUpdate = 64
+    /// Runs per multi-row statement (`UPDATE` of a batch, `INSERT` of new runs), at most.
+    static let runsPerStatement = 64
+    /// Bytes of objects and meta per multi-row statement, at most (a single run may be larger):
+    /// far below MariaDB's default `max_allowed_packet` (16 MiB), which a statement of 64
+    /// one-MiB orders would pass.
+    static let bytesPerStatement = 4 << 20
+
+    static func runBytes(_ run: Run) -> Int { run.object.count + (run.meta?.count ?? 0) + 256 }
+
+    /// Splits runs of the given sizes, in order, into pieces of at most `runsPerStatement` runs
+    /// and `bytesPerStatement` bytes (a piece holds at least one run); with `powersOfTwo` each
+    /// piece's length is a power of two (13 small runs: 8 + 4 + 1).
+    static func pieces(_ sizes: [Int], powersOfTwo: Bool) -> [Range<Int>] {
+        var result: [Range<Int>] = []
+        var start = 0
+        while start < sizes.count {
+            var end = start
+            var bytes = 0
+            while end < sizes.count, end - start < runsPerStatement, end == start || bytes + sizes[end] <= bytesPerStatement {
+                bytes += sizes[end]
+                end += 1
+            }
+            if powersOfTwo {
+                var n = 1
+                while n * 2 <= end - start { n *= 2 }
+                end = start + n
+            }
+            result.append(start..<end)
+            start = end
+        }
+        return result
+    }
 
     /// The body of a batch whose record updates are multi-row statements, one per 64 runs:
     /// `UPDATE … SET col = CASE run_id WHEN ? THEN ? … END, … WHERE run_id IN (…) AND version =
@@ -150,17 +173,22 @@ extension MariaDBWorkflowStore {
     /// rows); if one does not, `batchConflict` rolls the whole transaction back, and the caller
     /// applies the batch run by run.
     static func applyInOneStatement(_ c: MariaDBConnection, _ updates: [RunUpdate]) throws -> [UpdateOutcome] {
-        var start = 0
-        while start < updates.count {
-            let chunk = Array(updates[start..<min(start + runsPerUpdate, updates.count)])
+        for piece in pieces(updates.map { runBytes($0.run) }, powersOfTwo: false) {
+            let chunk = Array(updates[piece])
             let n = bucket(chunk.count)
-            let padded = chunk + Array(repeating: chunk[chunk.count - 1], count: n - chunk.count)
+            // Padding repeats the last run id (an IN list and a CASE ignore repeats: the first
+            // WHEN that matches wins), with NULL values, so it adds no bytes to the statement.
+            let last = chunk[chunk.count - 1].run.runID
             func caseOf(_ value: (RunUpdate) -> SQLValue) -> (String, [SQLValue]) {
                 var values: [SQLValue] = []
                 values.reserveCapacity(2 * n)
-                for u in padded {
+                for u in chunk {
                     values.append(.text(u.run.runID))
                     values.append(value(u))
+                }
+                for _ in chunk.count..<n {
+                    values.append(.text(last))
+                    values.append(.null)
                 }
                 return ("CASE run_id " + String(repeating: "WHEN ? THEN ? ", count: n) + "END", values)
             }
@@ -180,7 +208,7 @@ extension MariaDBWorkflowStore {
                 sets.append("\(name) = \(sql)")
                 values += v
             }
-            let (list, ids) = inList(padded.map { .text($0.run.runID) })
+            let (list, ids) = inList(chunk.map { .text($0.run.runID) })
             let (expected, expectedValues) = caseOf { .int($0.expectedVersion) }
             let r = try c.execute(
                 "UPDATE workflow_records SET \(sets.joined(separator: ", ")) WHERE run_id IN \(list) AND version = \(expected)",
@@ -188,7 +216,6 @@ extension MariaDBWorkflowStore {
             guard r.affectedRows == chunk.count else {
                 throw MariaDBError(kind: .batchConflict, message: "a run of the batch has moved on")
             }
-            start += chunk.count
         }
         return try finishApplied(c, updates)
     }

@@ -86,3 +86,46 @@ struct BatchUpdateTests {
         }
     }
 }
+
+/// Multi-row statements stay far below MariaDB's `max_allowed_packet` (16 MiB by default): a batch
+/// of big runs is split by bytes as well as by count.
+@Suite("MariaDB batched statements, big runs")
+struct BatchBigRunsTests {
+    @Test func piecesAreBoundedByRunsAndBytes() {
+        let mib = 1 << 20
+        typealias S = MariaDBWorkflowStore
+        #expect(S.pieces(Array(repeating: 300, count: 13), powersOfTwo: true) == [0..<8, 8..<12, 12..<13])
+        #expect(S.pieces(Array(repeating: 300, count: 130), powersOfTwo: false) == [0..<64, 64..<128, 128..<130])
+        // 1 MiB runs: three fit in 4 MiB (with their 256 bytes of overhead, four do not).
+        let big = Array(repeating: mib + 256, count: 7)
+        #expect(S.pieces(big, powersOfTwo: false) == [0..<3, 3..<6, 6..<7])
+        #expect(S.pieces(big, powersOfTwo: true) == [0..<2, 2..<4, 4..<6, 6..<7])
+        // A run larger than the limit goes alone.
+        #expect(S.pieces([100, 5 * mib, 100], powersOfTwo: false) == [0..<1, 1..<2, 2..<3])
+        #expect(S.pieces([], powersOfTwo: true).isEmpty)
+    }
+
+    /// 20 runs of 1 MiB objects (20 MiB in all): created and updated in one call each, every run
+    /// with its own object, in statements the server accepts.
+    @Test func twentyOneMiBRunsAreCreatedAndUpdatedInBatches() async throws {
+        try await TestDatabase.with { store, pool async throws in
+            let mib = 1 << 20
+            let runs = (0..<20).map { i in
+                Fixtures.run(foreignID: "big-\(i)", object: "{\"pad\":\"" + String(repeating: Character(UnicodeScalar(UInt8(65 + i))), count: mib) + "\"}")
+            }
+            let created = try await store.create(batch: runs.map { NewRun(run: $0) })
+            #expect(created == runs.map { .created($0) })
+            let updates = runs.map { r -> RunUpdate in
+                var u = Fixtures.next(r, status: 2)
+                u.run.object = Array(r.object.reversed())
+                return u
+            }
+            // The multi-row path itself, so that a statement over the packet limit would fail here.
+            let outcomes = try await pool.transaction { c in try MariaDBWorkflowStore.applyInOneStatement(c, updates) }
+            #expect(outcomes == Array(repeating: .applied, count: 20))
+            for u in updates {
+                #expect(try await store.lookup(runID: u.run.runID)?.object == u.run.object)
+            }
+        }
+    }
+}
