@@ -100,6 +100,35 @@ extension ProtocolE2E {
             }
         }
 
+        /// Orders close to the 1 MiB line limit, many at once: their batches are split below
+        /// MariaDB's packet limit, and every one completes with its object intact.
+        @Test func bigOrdersInBatchesAllComplete() async throws {
+            try await withServer { server, db in
+                let name = String(repeating: "N", count: 900_000)
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for k in 0..<4 {
+                        let client = Unchecked(try server.client())
+                        group.addTask {
+                            try await onThread {
+                                let c = client.value
+                                // Pipelined: each connection's six submits reach the server together.
+                                for j in 0..<6 { try c.send(#"{"op":"submit","order":\#(orderJSON("BIG-\(k)-\(j)", name: name))}"#) }
+                                for _ in 0..<6 {
+                                    let r = try c.readJSON(timeout: 60)
+                                    guard r["created"] == .bool(true) else { throw TestError("submit: \(r)") }
+                                }
+                            }
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+                try await db.waitFor("SELECT COUNT(*) FROM workflow_records WHERE run_state = 5", equals: 24, timeout: 120)
+                #expect(try await db.int("SELECT COUNT(*) FROM workflow_records WHERE status = 5") == 24)
+                #expect(try await db.int("SELECT MIN(LENGTH(object)) FROM workflow_records") > 900_000)
+                #expect(!server.log.contains(" error "), "\(server.log.suffix(2_000))")
+            }
+        }
+
         @Test func fiveHundredConcurrentConnections() async throws {
             try await withServer { server, _ in
                 let t0 = Date()
