@@ -58,6 +58,7 @@ extension WorkflowEngine {
                 update = RunUpdate(run: r, expectedVersion: run.version, cancelPendingTimeouts: true)
             }
             guard try await core.store.update([update]).first == .applied else { continue }
+            core.recentRuns.put(CollectionOfOne(r))  // replaces the older copy
             core.relayWakeup.signal()
             await core.runHooks(previous: run.runState, run: r)
             if command == .deleteData {
@@ -87,6 +88,8 @@ extension WorkflowEngine {
         guard try await core.store.update([RunUpdate(run: r, expectedVersion: run.version)]).first == .applied else {
             return nil
         }
+        // The erased run replaces the cached copy, so no copy of the personal data stays in memory.
+        core.recentRuns.put(CollectionOfOne(r))
         core.relayWakeup.signal()
         await core.runHooks(previous: run.runState, run: r)
         return r

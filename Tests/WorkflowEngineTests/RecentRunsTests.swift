@@ -90,4 +90,23 @@ struct RecentRunsTests {
             }
         }
     }
+
+    /// delete_data replaces the cached copy with the erased run: no copy of the personal data
+    /// stays in this cache.
+    @Test(.timeLimit(.minutes(1)))
+    func deleteDataLeavesOnlyTheErasedRunInMemory() async throws {
+        let flow = TestFlow()
+        let store = InMemoryWorkflowStore(clock: clock)
+        let engine = try WorkflowEngine(store: store, definitions: [flow.definition()], configuration: testConfiguration(), clock: clock)
+        try await running(engine) {
+            let run = try await engine.trigger(workflow: TestFlow.name, foreignID: "pii-1", object: Array("secret".utf8)).run
+            try await eventually("finished") { store.allRuns.first?.runState == .completed }
+            let done = try #require(store.allRuns.first)
+            #expect(engine.recentRun(id: run.runID, version: done.version)?.object == Array("secret+a+b".utf8))
+            let erased = try await engine.control(.deleteData, runID: run.runID, reason: "GDPR request")
+            #expect(erased.runState == .dataDeleted)
+            #expect(engine.recentRun(id: run.runID, version: done.version) == nil)
+            #expect(engine.recentRun(id: run.runID, version: erased.version)?.object == Array("{}".utf8))
+        }
+    }
 }
