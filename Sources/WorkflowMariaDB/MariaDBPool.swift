@@ -149,7 +149,11 @@ public final class MariaDBPool: Sendable {
         shared.isShutdown = true
         c.broadcast()
         let deadline = Date(timeIntervalSinceNow: timeoutSeconds)
-        while shared.workers > 0 {
+        // `alive`, not `workers`: a thread leaves the scheduling count before it closes its
+        // connection, and the process may exit as soon as this returns — a connection closed
+        // while exit handlers run corrupted the heap (seen once: `workflowd prune` aborted in
+        // malloc_consolidate on a database thread after its work was done).
+        while shared.workers > 0 || shared.alive > 0 {
             if !c.wait(until: deadline) { break }
         }
         c.unlock()
@@ -186,7 +190,10 @@ public final class MariaDBPool: Sendable {
         // Spawn when there are more queued jobs than idle threads to take them.
         // (Jobs before `queueHead` were already taken.)
         let spawn = shared.queue.count - shared.queueHead > shared.idle && shared.workers < poolConfiguration.maxOpen
-        if spawn { shared.workers += 1 }
+        if spawn {
+            shared.workers += 1
+            shared.alive += 1
+        }
         c.signal()
         c.unlock()
         if spawn {
@@ -208,7 +215,11 @@ public final class MariaDBPool: Sendable {
         let condition = NSCondition()
         var queue: [Job] = []
         var queueHead = 0
+        /// Threads taking jobs (what `enqueue` counts when it decides to start one).
         var workers = 0
+        /// Threads not yet finished: a leaving thread still closes its connection after it
+        /// stopped counting in `workers`.
+        var alive = 0
         var idle = 0
         var openConnections = 0
         var isShutdown = false
@@ -327,6 +338,10 @@ public final class MariaDBPool: Sendable {
             discard()
             // Free Connector/C's per-thread state before the thread ends.
             mysql_thread_end()
+            c.lock()
+            shared.alive -= 1
+            c.broadcast()
+            c.unlock()
         }
     }
 }

@@ -515,7 +515,14 @@ struct FaultTests {
             let lines = FaultSettings.fuzzLines
             print("FUZZ: seed \(seed), \(lines) lines (replay: WORKFLOWD_FUZZ_SEED=\(seed) WORKFLOWD_FUZZ_LINES=\(lines))")
             let t0 = Date()
-            let report = try await onThread { try FuzzRun(path: path, seed: seed, maxLine: maxLine).run(lines: lines) }
+            let report: FuzzRun.Report
+            do {
+                report = try await onThread { try FuzzRun(path: path, seed: seed, maxLine: maxLine).run(lines: lines) }
+            } catch {
+                // What the server said while it did not answer: the first thing to read.
+                print("FUZZ: seed \(seed) failed: \(error)\nFUZZ: server running: \(server.process.isRunning); log tail:\n\(server.log.suffix(4_000))")
+                throw error
+            }
             let took = Date().timeIntervalSince(t0)
             sampler.stop()
             let peak = sampler.peak
@@ -658,10 +665,12 @@ final class FuzzRun {
     private func readReplies(_ count: Int) throws -> [String?]? {
         var codes: [String?] = []
         while codes.count < count {
-            switch try client.next(timeout: 30) {
+            // Longer than any reply may take: the server's default await timeout is 30 s, and a
+            // fuzzed await is clamped to 50 ms, so 60 s without a reply is a server that stalled.
+            switch try client.next(timeout: 60) {
             case .timedOut:
-                fail("no reply within 30 s (\(codes.count) of \(count) replies)")
-                throw TestError("FUZZ: the server stopped answering; see the failures")
+                fail("no reply within 60 s (\(codes.count) of \(count) replies)")
+                throw TestError("FUZZ: the server stopped answering: \(report.failures.joined(separator: " || "))")
             case .closed:
                 return nil
             case .line(let line):

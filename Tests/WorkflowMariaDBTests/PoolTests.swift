@@ -259,6 +259,28 @@ struct PoolTests {
         }
     }
 
+    /// When `shutdown()` returns every connection is closed: the process may exit right after,
+    /// and a database thread still closing its connection while exit handlers run corrupted the
+    /// heap once (`workflowd prune` aborted in malloc_consolidate).
+    @Test func shutdownReturnsOnlyOnceEveryConnectionIsClosed() async throws {
+        let config = try TestDatabase.serverConfiguration()
+        for _ in 0..<20 {
+            let pool = MariaDBPool(
+                configuration: config, pool: PoolConfiguration(maxOpen: 8, maxIdle: 8, maxLifetimeSeconds: 300),
+                logger: TestDatabase.logger)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<8 {
+                    group.addTask { _ = try await pool.withConnection { c in try c.query("SELECT SLEEP(0.01)") } }
+                }
+                try await group.waitForAll()
+            }
+            #expect(pool.statistics.openConnections > 0)
+            try await offThread { pool.shutdown() }
+            #expect(pool.statistics.openConnections == 0, "shutdown returned with connections still open")
+            #expect(pool.statistics.threads == 0)
+        }
+    }
+
     @Test func aSocketWithNoServerIsUnavailableWithAClearMessage() async throws {
         let folder = "/tmp/wf-pooltests-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
