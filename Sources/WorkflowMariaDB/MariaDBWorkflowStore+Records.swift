@@ -47,7 +47,7 @@ extension MariaDBWorkflowStore {
     /// Inserts one run, or returns the unfinished run the unique key says already exists.
     static func insertRun(_ c: MariaDBConnection, _ run: Run) throws -> CreateRunResult {
         for _ in 0..<5 {
-            if try insertUnlessActive(c, run) { return .created(run) }
+            if try insertRunsUnlessActive(c, [run]) { return .created(run) }
             // The database refused a second unfinished run for this foreign id (only that
             // statement failed; the transaction goes on): return that run.
             let rows = try c.query(
@@ -67,8 +67,8 @@ extension MariaDBWorkflowStore {
         ]
     }
 
-    /// All of `runs` in one statement; false (and nothing inserted) when the unique key on
-    /// unfinished runs refused one of them.
+    /// All of `runs` in one statement (one run: the plain single-row insert); false, and nothing
+    /// inserted, when the unique key on unfinished runs refused one of them.
     static func insertRunsUnlessActive(_ c: MariaDBConnection, _ runs: [Run]) throws(MariaDBError) -> Bool {
         let tuple = "(" + Array(repeating: "?", count: 11).joined(separator: ", ") + ")"
         do {
@@ -76,18 +76,6 @@ extension MariaDBWorkflowStore {
                 "INSERT INTO workflow_records (\(Self.runColumns)) VALUES "
                     + Array(repeating: tuple, count: runs.count).joined(separator: ", "),
                 Array(runs.map(runRow).joined()))
-            return true
-        } catch {
-            if error.kind == .duplicateKey && error.message.contains("uniq_active_run") { return false }
-            throw error
-        }
-    }
-
-    /// False when the unique key on unfinished runs refused the row.
-    private static func insertUnlessActive(_ c: MariaDBConnection, _ run: Run) throws(MariaDBError) -> Bool {
-        do {
-            try c.execute(
-                "INSERT INTO workflow_records (\(Self.runColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", runRow(run))
             return true
         } catch {
             if error.kind == .duplicateKey && error.message.contains("uniq_active_run") { return false }
@@ -217,7 +205,8 @@ extension MariaDBWorkflowStore {
                 throw MariaDBError(kind: .batchConflict, message: "a run of the batch has moved on")
             }
         }
-        return try finishApplied(c, updates)
+        try finishApplied(c, updates)
+        return Array(repeating: .applied, count: updates.count)
     }
 
     /// The body of an update transaction: every statement is conditional, so re-running it after
@@ -258,13 +247,13 @@ extension MariaDBWorkflowStore {
             outcomes.append(.applied)
             applied.append(u)
         }
-        _ = try finishApplied(c, applied)
+        try finishApplied(c, applied)
         return outcomes
     }
 
     /// The rest of a transaction once the records of `applied` are updated: their timeouts
     /// cancelled and created, and their outbox rows written.
-    static func finishApplied(_ c: MariaDBConnection, _ applied: [RunUpdate]) throws -> [UpdateOutcome] {
+    static func finishApplied(_ c: MariaDBConnection, _ applied: [RunUpdate]) throws {
         var emitted: [String] = []
         var cancelling: [String] = []
         var timeoutRows: [[SQLValue]] = []
@@ -284,7 +273,6 @@ extension MariaDBWorkflowStore {
             try insertRows(c, prefix: timeoutInsert, tuple: timeoutTuple, rows: timeoutRows)
         }
         try writeOutbox(c, runIDs: emitted)
-        return Array(repeating: .applied, count: applied.count)
     }
 
     public func lookup(runID: String) async throws -> Run? {

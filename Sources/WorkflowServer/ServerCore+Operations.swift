@@ -407,7 +407,7 @@ extension ServerCore {
         let set = Set(codes)
         w.statuses = set
         if set.contains(run.status) {
-            completeAwait(w, Reply.success(id: w.requestID) { out in out.key("run"); encoder.run(run).write(to: &out) })
+            completeAwait(w, ServerCore.awaitReached(w.requestID, run, encoder))
             return
         }
         if history.contains(where: { set.contains($0.status) }) {
@@ -436,7 +436,7 @@ extension ServerCore {
     /// read as it is now.
     func finishAwait(_ w: AwaitWatcher, _ outcome: AwaitWatcher.Outcome, event: EventData? = nil) {
         if case .reached = outcome, let event, let run = service.recentRun(id: w.runID, version: event.version) {
-            completeAwait(w, Reply.success(id: w.requestID) { out in out.key("run"); self.encoder.run(run).write(to: &out) })
+            completeAwait(w, ServerCore.awaitReached(w.requestID, run, self.encoder))
             return
         }
         w.state = .fetching
@@ -454,7 +454,7 @@ extension ServerCore {
                 let run = try await ServerCore.resolve(.runID(runID), service)
                 switch outcome {
                 case .reached:
-                    return Reply.success(id: id) { out in out.key("run"); encoder.run(run).write(to: &out) }
+                    return ServerCore.awaitReached(id, run, encoder)
                 case .unreachable, .timeout:
                     return ServerCore.awaitFailure(id, outcome, run, encoder)
                 }
@@ -466,6 +466,11 @@ extension ServerCore {
                 }
             loop.execute { core.value.completeAwait(bound.value, bytes) }
         }
+    }
+
+    /// The reply of an await whose run reached one of its statuses.
+    static func awaitReached(_ id: RequestID?, _ run: Run, _ encoder: PayloadEncoder) -> [UInt8] {
+        Reply.success(id: id) { out in out.key("run"); encoder.run(run).write(to: &out) }
     }
 
     static func awaitFailure(_ id: RequestID?, _ outcome: AwaitWatcher.Outcome, _ run: Run, _ encoder: PayloadEncoder) -> [UInt8] {
