@@ -79,6 +79,35 @@ public struct Order: Codable, Sendable, Equatable {
     public init(jsonBytes: [UInt8]) throws {
         self = try JSONDecoder().decode(Order.self, from: Data(jsonBytes))
     }
+
+    /// A decoding error in a sentence that names the field (`items[0].quantity: expected a
+    /// number`), without Foundation's debug text.
+    public static func describe(_ error: any Error) -> String {
+        func path(_ keys: [any CodingKey]) -> String {
+            var out = ""
+            for k in keys {
+                if let i = k.intValue { out += "[\(i)]" } else { out += (out.isEmpty ? "" : ".") + k.stringValue }
+            }
+            return out.isEmpty ? "the object" : out
+        }
+        switch error as? DecodingError {
+        case .typeMismatch(let type, let c)?: return "\(path(c.codingPath)): expected \(typeName(type))"
+        case .valueNotFound(let type, let c)?: return "\(path(c.codingPath)): expected \(typeName(type)), found null"
+        case .keyNotFound(let key, let c)?: return "\(path(c.codingPath + [key])): missing"
+        case .dataCorrupted(let c)?: return "\(path(c.codingPath)): \(c.codingPath.isEmpty ? "not JSON" : "not a valid value")"
+        case nil: return "\(error)"
+        @unknown default: return "not readable"
+        }
+    }
+
+    private static func typeName(_ type: Any.Type) -> String {
+        switch type {
+        case is String.Type: "a string"
+        case is Int.Type, is Decimal.Type, is Double.Type: "a number"
+        case is [OrderItem].Type, is [Any].Type: "an array"
+        default: "an object"
+        }
+    }
 }
 
 public struct OrderItem: Codable, Sendable, Equatable {

@@ -31,8 +31,18 @@ public enum OrderWorkflow {
         var b = WorkflowBuilder(name: name)
         for s in OrderStatus.allCases { b.status(s.name, code: s.code, terminal: s.isTerminal) }
         b.initial(OrderStatus.orderCreated.code)
+        let external = configuration.externalSteps
+        func step(
+            _ from: OrderStatus, to: [OrderStatus], _ function: @escaping StepFunction
+        ) {
+            if external.contains(from) {
+                b.externalStep(from: from.code, to: to.map(\.code))
+            } else {
+                b.step(from: from.code, to: to.map(\.code), function)
+            }
+        }
 
-        b.step(from: OrderStatus.orderCreated.code, to: [OrderStatus.orderValidated.code, OrderStatus.orderRejected.code]) {
+        step(.orderCreated, to: [.orderValidated, .orderRejected]) {
             input in
             let order: Order
             do {
@@ -53,7 +63,7 @@ public enum OrderWorkflow {
             return .next(OrderStatus.orderValidated.code, object: try o.jsonBytes())
         }
 
-        b.step(from: OrderStatus.orderValidated.code, to: [OrderStatus.paymentProcessed.code, OrderStatus.paymentFailed.code]) {
+        step(.orderValidated, to: [.paymentProcessed, .paymentFailed]) {
             input in
             var order = try decode(input)
             switch try await payment.charge(order, runID: input.runID, idempotencyKey: input.idempotencyKey) {
@@ -66,7 +76,7 @@ public enum OrderWorkflow {
             }
         }
 
-        b.step(from: OrderStatus.paymentProcessed.code, to: [OrderStatus.orderFulfilled.code, OrderStatus.fulfillmentFailed.code]) {
+        step(.paymentProcessed, to: [.orderFulfilled, .fulfillmentFailed]) {
             input in
             var order = try decode(input)
             switch try await fulfillment.ship(order, runID: input.runID, idempotencyKey: input.idempotencyKey) {
@@ -92,7 +102,23 @@ public enum OrderWorkflow {
             to: OrderStatus.fulfillmentFailed.code, reason: "timed out")
 
         b.erase(eraseCustomerData)
+        b.checkObjects(checkOrder)
         return try b.build()
+    }
+
+    /// What a worker or a callback may store as the object of an order run: an order (PROTOCOL.md's
+    /// shape) whose `id` is the run's foreign id.
+    @Sendable public static func checkOrder(_ object: [UInt8], run: Run) throws {
+        let order: Order
+        do {
+            order = try Order(jsonBytes: object)
+        } catch {
+            throw WorkflowError(
+                .badRequest, "not an order (an object with id, items and total, as submitted): \(Order.describe(error))")
+        }
+        guard order.id == run.foreignID else {
+            throw WorkflowError(.badRequest, "id is \(order.id), but this run is for \(run.foreignID)")
+        }
     }
 
     /// Blanks `customer_name` and `email`; everything else (items, amounts, ids) stays for the books.

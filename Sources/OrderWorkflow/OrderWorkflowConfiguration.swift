@@ -19,8 +19,37 @@ extension OrderWorkflow {
         /// `WORKFLOWD_FULFILLMENT_TIMEOUT_MS`: fulfilment deadline after payment, else
         /// FulfillmentFailed "timed out". Default 600 000 (10 min).
         public var fulfillmentTimeoutMilliseconds: Int64 = 600_000
+        /// `WORKFLOWD_EXTERNAL_STEPS` (or `--external-steps`): statuses whose step another
+        /// program does over the socket (a worker or a callback) instead of the simulation:
+        /// `OrderCreated` (validation), `OrderValidated` (payment), `PaymentProcessed`
+        /// (fulfilment). Default: none.
+        public var externalSteps: Set<OrderStatus> = []
+
+        /// The statuses that may be external, in workflow order.
+        public static let externalizable: [OrderStatus] = [.orderCreated, .orderValidated, .paymentProcessed]
 
         public init() {}
+
+        /// Parses a list such as `OrderValidated,PaymentProcessed` (names or codes, separated by
+        /// commas or spaces; empty means none). `source` names the flag or variable in errors.
+        public static func externalSteps(_ text: String, source: String) throws -> Set<OrderStatus> {
+            var out: Set<OrderStatus> = []
+            for item in text.split(whereSeparator: { $0 == "," || $0 == " " }) {
+                let word = String(item)
+                guard let status = OrderStatus.allCases.first(where: { $0.name == word || String($0.code) == word }) else {
+                    throw OrderWorkflowError(
+                        .badConfiguration,
+                        "\(source): '\(word)' is not a status of order-processor (may be external: \(externalizable.map(\.name).joined(separator: ", ")))")
+                }
+                guard externalizable.contains(status) else {
+                    throw OrderWorkflowError(
+                        .badConfiguration,
+                        "\(source): \(status.name) has no step that can be external (may be external: \(externalizable.map(\.name).joined(separator: ", ")))")
+                }
+                out.insert(status)
+            }
+            return out
+        }
 
         /// Reads the variables above; unset or empty means the default. Throws
         /// `.badConfiguration` naming the variable and the value for anything malformed.
@@ -57,6 +86,9 @@ extension OrderWorkflow {
                         .badConfiguration, "WORKFLOWD_RANDOM_SEED must be a whole number from 0 to \(UInt64.max), got \"\(v)\"")
                 }
                 randomSeed = seed
+            }
+            if let v = value("WORKFLOWD_EXTERNAL_STEPS") {
+                externalSteps = try Self.externalSteps(v, source: "WORKFLOWD_EXTERNAL_STEPS")
             }
             if let v = try milliseconds("WORKFLOWD_PAYMENT_TIMEOUT_MS", max: 86_400_000 * 30), v > 0 {
                 paymentTimeoutMilliseconds = v

@@ -8,6 +8,9 @@ struct PendingCommit: Sendable {
     var consumer: StepConsumer? = nil
     /// Called once with the outcome, or nil if the engine was forced to stop before committing.
     var done: @Sendable (UpdateOutcome?) -> Void
+    /// For a client's request (a worker's answer): when the commit fails it is not retried here
+    /// but reported, so the client hears `UNAVAILABLE` instead of waiting out an outage.
+    var failed: (@Sendable (any Error) -> Void)? = nil
 }
 
 /// Group commit: steps finish one by one, their updates are committed together in one
@@ -37,6 +40,32 @@ final class CommitQueue: Sendable {
     func submit(_ commit: PendingCommit) {
         state.withLock { $0.pending.append(commit) }
         wakeup.signal()
+    }
+
+    /// Commits one update for a client and waits for its outcome. Throws `DRAINING` once the
+    /// queue is closed (the engine is stopping) and the store's error if the commit fails.
+    func commit(_ update: RunUpdate, previousRunState: RunState) async throws -> UpdateOutcome {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<UpdateOutcome, any Error>) in
+            let pending = PendingCommit(
+                update: update, previousRunState: previousRunState,
+                done: { outcome in
+                    if let outcome {
+                        c.resume(returning: outcome)
+                    } else {
+                        c.resume(throwing: WorkflowError(.draining, "the engine is stopping", retryable: true))
+                    }
+                }, failed: { c.resume(throwing: $0) })
+            let open = state.withLock { s -> Bool in
+                guard !s.closed else { return false }
+                s.pending.append(pending)
+                return true
+            }
+            if open {
+                wakeup.signal()
+            } else {
+                c.resume(throwing: WorkflowError(.draining, "the engine is stopping", retryable: true))
+            }
+        }
     }
 
     /// No more submissions: `run` returns once everything pending is committed.
@@ -93,7 +122,9 @@ final class CommitQueue: Sendable {
                     core.counters.conflicts.add(1, ordering: .relaxed)
                 }
             }
-            core.recentRuns.put(zip(batch, outcomes).lazy.filter { $0.1 == .applied }.map { $0.0.update.run })
+            let applied = zip(batch, outcomes).filter { $0.1 == .applied }.map(\.0.update)
+            core.recentRuns.put(applied.lazy.map(\.run))
+            core.committed(applied)
             if wroteEvents { core.relayWakeup.signal() }
             for (c, outcome) in zip(batch, outcomes) {
                 if outcome == .applied { await core.runHooks(previous: c.previousRunState, run: c.update.run) }
@@ -111,8 +142,12 @@ final class CommitQueue: Sendable {
                 return s.failures
             }
             core.storeHealth.failed("commit", error, started: started)
+            // Clients' requests hear the error now; the engine's own steps are tried again.
+            for c in batch { c.failed?(error) }
+            let retried = batch.filter { $0.failed == nil }
+            guard !retried.isEmpty else { return }
             try? await Task.sleep(for: .milliseconds(min(50 << min(failures, 6), 2_000)))
-            state.withLock { $0.pending.insert(contentsOf: batch, at: 0) }
+            state.withLock { $0.pending.insert(contentsOf: retried, at: 0) }
         }
     }
 }

@@ -20,6 +20,9 @@ final class EngineCore: Sendable {
     let recentRuns: RecentRuns
     /// Background store failures, logged once per episode.
     let storeHealth: StoreHealth
+    /// Offers the tasks of external steps to this instance's workers.
+    let tasks: TaskBroker
+    let taskCounters = TaskBroker.Counters()
 
     /// Cheap counters for metrics and tests; updated from any thread.
     final class Counters: Sendable {
@@ -70,8 +73,22 @@ final class EngineCore: Sendable {
         self.logger = logger
         self.recentRuns = RecentRuns(capacity: configuration.recentRunsCapacity, maxBytes: configuration.recentRunsMaxBytes)
         let counters = self.counters
-        self.storeHealth = StoreHealth(logger: logger) { counters.storeErrors.add(1, ordering: .relaxed) }
+        let storeHealth = StoreHealth(logger: logger) { counters.storeErrors.add(1, ordering: .relaxed) }
+        self.storeHealth = storeHealth
+        self.tasks = TaskBroker(
+            store: store, clock: clock, instanceID: configuration.instanceID,
+            scanIntervalMilliseconds: Int64(configuration.taskScanMilliseconds), counters: taskCounters,
+            storeHealth: storeHealth)
     }
+
+    /// Updates this instance just committed (after the commit, before anyone is answered):
+    /// the task broker learns which tasks they closed and opened.
+    func committed(_ updates: [RunUpdate]) {
+        guard updates.contains(where: { $0.closesTask != nil || $0.opensTask }) else { return }
+        tasks.committed(updates)
+    }
+
+    func isExternal(workflow: String, status: Int) -> Bool { definitions[workflow]?.isExternal(status) ?? false }
 
     var isStopping: Bool { stopRequested.isFired }
 
@@ -80,10 +97,15 @@ final class EngineCore: Sendable {
 
     // MARK: Building updates
 
-    /// The update for a step's (or deadline's) result, or nil when the run-state machine
-    /// refuses (the run is no longer runnable; the version check would refuse it anyway).
+    /// The update for a step's (or deadline's, or a worker's) result, or nil when the run-state
+    /// machine refuses (the run is no longer runnable; the version check would refuse it anyway).
+    ///
+    /// Tasks follow the statuses: leaving an external status closes its task (withdrawn, unless
+    /// `answering` names the worker's claim that chose this result), and entering one opens the
+    /// task of the new version, in the same transaction.
     func transition(
-        _ run: Run, to result: StepResult, definition: WorkflowDefinition, now: Timestamp, completesTimeout: Int64?
+        _ run: Run, to result: StepResult, definition: WorkflowDefinition, now: Timestamp, completesTimeout: Int64?,
+        answering claim: Int64? = nil
     ) -> RunUpdate? {
         var machine = RunStateMachine(run.runState)
         let action = definition.isTerminal(result.status) ? machine.complete() : machine.advance()
@@ -103,10 +125,13 @@ final class EngineCore: Sendable {
             // has a timeout, a retry was scheduled (failures are kept in meta), or one just
             // fired; otherwise the cancel would be a statement that finds nothing.
             let mayHavePending = definition.timeouts[run.status] != nil || run.meta != nil || completesTimeout != nil
+            let close: TaskClose? =
+                if let claim { .complete(claim: claim) } else if definition.isExternal(run.status) { .withdraw } else { nil }
             return RunUpdate(
                 run: r, expectedVersion: run.version, cancelPendingTimeouts: mayHavePending,
                 newTimeouts: next == .completed ? [] : definition.newTimeouts(for: result.status, now: now),
-                completesTimeout: completesTimeout)
+                completesTimeout: completesTimeout, closesTask: close,
+                opensTask: next != .completed && definition.isExternal(result.status))
         }
     }
 

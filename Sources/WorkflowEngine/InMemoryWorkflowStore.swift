@@ -28,13 +28,15 @@ public final class InMemoryWorkflowStore: WorkflowStore, RunCountingStore {
         var nextTimeoutID: Int64 = 1
         var cursors: [String: Int64] = [:]
         var leases: [String: Lease] = [:]
+        /// Tasks of external steps by "runID\0version".
+        var tasks: [String: TaskRecord] = [:]
         var failingUpdates = 0
         var updateCalls = 0
         var lookupCalls = 0
     }
 
-    private let state = Mutex(State())
-    private let clock: any WorkflowClock
+    let state = Mutex(State())
+    let clock: any WorkflowClock
 
     /// `clock` stamps outbox rows and timeouts (the real store uses the database's clock).
     public init(clock: any WorkflowClock = SystemClock()) { self.clock = clock }
@@ -64,6 +66,7 @@ public final class InMemoryWorkflowStore: WorkflowStore, RunCountingStore {
             s.latest[k] = new.run.runID
             Self.addOutbox(&s, new.run.event, now: now)
             for t in new.timeouts { Self.addTimeout(&s, run: new.run, t, now: now) }
+            if new.opensTask { Self.openTask(&s, new.run) }
             return .created(new.run)
         }
     }
@@ -88,9 +91,20 @@ public final class InMemoryWorkflowStore: WorkflowStore, RunCountingStore {
                         outcomes.append(.conflict)
                         continue
                     }
+                }
+                if let claim = u.taskClaim {
+                    guard let t = s.tasks[Self.taskKey(claim.runID, claim.version)], t.isOpen, t.claim == claim.claim
+                    else {
+                        outcomes.append(.conflict)
+                        continue
+                    }
+                }
+                if let tid = u.completesTimeout {
                     s.pendingTimeouts.remove(tid)
                     s.timeouts[tid]?.completed = true
                 }
+                Self.closeTask(&s, u)
+                if u.opensTask { Self.openTask(&s, u.run) }
                 if u.cancelPendingTimeouts {
                     for tid in s.timeoutsByRun[u.run.runID] ?? [] where s.pendingTimeouts.contains(tid) {
                         s.pendingTimeouts.remove(tid)
@@ -315,6 +329,7 @@ public final class InMemoryWorkflowStore: WorkflowStore, RunCountingStore {
                     s.timeouts[id] = nil
                     s.pendingTimeouts.remove(id)
                 }
+                for v in 1...max(1, run.version) { s.tasks[Self.taskKey(run.runID, v)] = nil }
                 let k = Self.key(run.workflow, run.foreignID)
                 if s.latest[k] == run.runID {
                     s.latest[k] = s.records.values.filter { $0.workflow == run.workflow && $0.foreignID == run.foreignID }

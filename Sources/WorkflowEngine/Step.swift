@@ -50,12 +50,33 @@ public typealias RunStateHook = @Sendable (Run) async -> Void
 /// Returns the object with its personal data removed.
 public typealias EraseFunction = @Sendable ([UInt8]) throws -> [UInt8]
 
-/// A status's step: the function and the statuses it may return.
+/// Who does a status's step.
+public enum StepKind: Sendable {
+    /// A function run by the engine (at least once per version; guarantee 3).
+    case function(StepFunction)
+    /// Another program: the run waits in the status while a task is offered to one worker at a
+    /// time (`TaskBroker`), or until a callback moves it. The worker's answer is applied as a
+    /// transition under the same version check as a function's result.
+    case external
+}
+
+/// A status's step: who does it and the statuses it may return.
 public struct StepDefinition: Sendable {
     public var from: Int
     public var allowedNext: [Int]
-    public var function: StepFunction
+    public var kind: StepKind
+
+    public var isExternal: Bool {
+        switch kind {
+        case .function: false
+        case .external: true
+        }
+    }
 }
+
+/// Checks an object a client hands in (a worker's `complete`, a `callback`) before it replaces a
+/// run's object; throws a message that names what is wrong.
+public typealias ObjectCheck = @Sendable (_ object: [UInt8], _ run: Run) throws -> Void
 
 /// A deadline: if the run is still in `status` `afterMilliseconds` after entering it (or after
 /// being resumed in it), `handler` decides where it goes (one of `allowedNext`).

@@ -17,6 +17,7 @@ public struct WorkflowBuilder: Sendable {
     private var timeouts: [TimeoutDefinition] = []
     private var hooks: [RunState: [RunStateHook]] = [:]
     private var erase: EraseFunction?
+    private var objectCheck: ObjectCheck?
 
     public init(name: String) { self.name = name }
 
@@ -29,8 +30,18 @@ public struct WorkflowBuilder: Sendable {
 
     /// The step that moves a run out of `from`; it may return only the statuses in `to`.
     public mutating func step(from: Int, to allowedNext: [Int], _ function: @escaping StepFunction) {
-        steps.append(StepDefinition(from: from, allowedNext: allowedNext, function: function))
+        steps.append(StepDefinition(from: from, allowedNext: allowedNext, kind: .function(function)))
     }
+
+    /// A step that another program does (a worker's `complete`, or a `callback`): a run in
+    /// `from` waits there, offered as a task, until one of `to` is chosen or a timeout fires.
+    public mutating func externalStep(from: Int, to allowedNext: [Int]) {
+        steps.append(StepDefinition(from: from, allowedNext: allowedNext, kind: .external))
+    }
+
+    /// Checks the objects workers and callbacks hand in; a throw becomes `BAD_REQUEST` naming
+    /// `object`, and nothing is stored.
+    public mutating func checkObjects(_ check: @escaping ObjectCheck) { objectCheck = check }
 
     /// A deadline that moves the run to `target` with `reason` if it is still in `status`
     /// `milliseconds` after entering it.
@@ -115,6 +126,6 @@ public struct WorkflowBuilder: Sendable {
         }
         return WorkflowDefinition(
             name: name, statuses: statuses, initialStatus: initialStatus, steps: stepByStatus,
-            timeouts: timeoutByStatus, hooks: hooks, erase: erase)
+            timeouts: timeoutByStatus, hooks: hooks, erase: erase, objectCheck: objectCheck)
     }
 }

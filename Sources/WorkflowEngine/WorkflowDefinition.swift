@@ -22,11 +22,14 @@ public struct WorkflowDefinition: Sendable {
     public let timeouts: [Int: TimeoutDefinition]
     public let hooks: [RunState: [RunStateHook]]
     public let erase: EraseFunction?
+    /// Checks objects handed in by workers and callbacks; nil accepts any JSON value.
+    public let objectCheck: ObjectCheck?
     private let byCode: [Int: WorkflowStatus]
 
     init(
         name: String, statuses: [WorkflowStatus], initialStatus: Int, steps: [Int: StepDefinition],
-        timeouts: [Int: TimeoutDefinition], hooks: [RunState: [RunStateHook]], erase: EraseFunction?
+        timeouts: [Int: TimeoutDefinition], hooks: [RunState: [RunStateHook]], erase: EraseFunction?,
+        objectCheck: ObjectCheck? = nil
     ) {
         self.name = name
         self.statuses = statuses
@@ -35,6 +38,7 @@ public struct WorkflowDefinition: Sendable {
         self.timeouts = timeouts
         self.hooks = hooks
         self.erase = erase
+        self.objectCheck = objectCheck
         self.byCode = Dictionary(uniqueKeysWithValues: statuses.map { ($0.code, $0) })
     }
 
@@ -43,8 +47,17 @@ public struct WorkflowDefinition: Sendable {
     public func isTerminal(_ code: Int) -> Bool { byCode[code]?.terminal ?? false }
     public func statusName(_ code: Int) -> String { byCode[code]?.name ?? "status \(code)" }
 
-    /// The statuses that have a step, in declaration order: one consumer each (per partition).
-    public var stepStatuses: [Int] { statuses.map(\.code).filter { steps[$0] != nil } }
+    /// The statuses whose step is a function, in declaration order: one consumer each (per
+    /// partition). External statuses have no consumer: their tasks are offered by the broker.
+    public var stepStatuses: [Int] { statuses.map(\.code).filter { steps[$0].map { !$0.isExternal } ?? false } }
+
+    /// The statuses whose step another program does, in declaration order.
+    public var externalStatuses: [Int] { statuses.map(\.code).filter { steps[$0]?.isExternal ?? false } }
+
+    public func isExternal(_ code: Int) -> Bool { steps[code]?.isExternal ?? false }
+
+    /// The statuses a step of `status` may move a run to (empty when it has no step).
+    public func allowedNext(from status: Int) -> [Int] { steps[status]?.allowedNext ?? [] }
 
     /// What `hello` and `graph` show.
     public var description: WorkflowDescription {
@@ -54,7 +67,9 @@ public struct WorkflowDefinition: Sendable {
             for to in t.allowedNext where !(transitions[from] ?? []).contains(to) { transitions[from, default: []].append(to) }
         }
         return WorkflowDescription(
-            name: name, statuses: statuses.map { StatusDescription(name: $0.name, code: $0.code, terminal: $0.terminal) },
+            name: name, statuses: statuses.map {
+                StatusDescription(name: $0.name, code: $0.code, terminal: $0.terminal, external: isExternal($0.code))
+            },
             transitions: transitions, initialStatus: initialStatus)
     }
 
@@ -67,10 +82,10 @@ public struct WorkflowDefinition: Sendable {
     /// Runs the step of `status` and checks that it returned a status it declared. A step that
     /// returns anything else is a definition error (thrown as `.definition`), not a transient one.
     public func runStep(from status: Int, _ input: StepInput) async throws -> StepResult {
-        guard let step = steps[status] else {
-            throw WorkflowError(.definition, "\(name): \(statusName(status)) has no step")
+        guard let step = steps[status], case .function(let function) = step.kind else {
+            throw WorkflowError(.definition, "\(name): \(statusName(status)) has no step the engine runs")
         }
-        let result = try await step.function(input)
+        let result = try await function(input)
         try check(result, from: status, allowed: step.allowedNext, what: "step")
         return result
     }

@@ -52,6 +52,9 @@ extension WorkflowEngine {
         /// Health: outbox rows waiting for the relay above which `outbox` is unhealthy.
         /// Default 10 000.
         public var healthMaxOutboxPending: Int = 10_000
+        /// Health: a run waiting in an external status longer than this while no worker (of
+        /// any instance) holds a task there makes `external` unhealthy. Default 60 000 ms.
+        public var healthMaxTaskWaitMilliseconds: Int64 = 60_000
         /// Runs this instance committed that it keeps in memory (each as of the version it
         /// wrote), so the next step and a finished `await` need not read them back. 0 turns the
         /// cache off. Default 4 096.
@@ -63,6 +66,11 @@ extension WorkflowEngine {
         /// Automatic retention (finished runs, old events), run by whichever instance holds the
         /// `retention` lease. Default nil: off.
         public var retention: RetentionPolicy? = nil
+
+        /// Real time between looks in the database for free tasks of an external status while a
+        /// worker of this instance has room (work released by other instances, retry times);
+        /// new tasks are offered at once without it. Default 1 000 ms.
+        public var taskScanMilliseconds: Int = 1_000
 
         /// How long `history` waits for the relay to log a change that is already committed.
         public var historyWaitMilliseconds: Int = 2_000

@@ -39,27 +39,32 @@ extension WorkflowEngine {
             r.runState = next
             r.version += 1
             r.updatedAt = now
+            // A run waiting in an external status has an open task while it is runnable: pause,
+            // cancel and delete-data close it, resume opens a fresh one (a new version).
+            let waitsForTask = definition.isExternal(run.status)
+            let closes: TaskClose? = waitsForTask && EngineCore.runnable.contains(run.runState) ? .withdraw : nil
             let update: RunUpdate
             switch command {
             case .pause:
                 r.reason = reason ?? "paused on request"
-                update = RunUpdate(run: r, expectedVersion: run.version, cancelPendingTimeouts: true)
+                update = RunUpdate(run: r, expectedVersion: run.version, cancelPendingTimeouts: true, closesTask: closes)
             case .resume:
                 r.reason = nil
                 r.meta = nil
                 update = RunUpdate(
                     run: r, expectedVersion: run.version, cancelPendingTimeouts: true,
-                    newTimeouts: definition.newTimeouts(for: run.status, now: now))
+                    newTimeouts: definition.newTimeouts(for: run.status, now: now), opensTask: waitsForTask)
             case .cancel:
                 r.reason = reason ?? "cancelled on request"
-                update = RunUpdate(run: r, expectedVersion: run.version, cancelPendingTimeouts: true)
+                update = RunUpdate(run: r, expectedVersion: run.version, cancelPendingTimeouts: true, closesTask: closes)
             case .deleteData:
                 r.reason = reason ?? run.reason
-                update = RunUpdate(run: r, expectedVersion: run.version, cancelPendingTimeouts: true)
+                update = RunUpdate(run: r, expectedVersion: run.version, cancelPendingTimeouts: true, closesTask: closes)
             }
             guard try await core.store.update([update]).first == .applied else { continue }
             core.recentRuns.put(CollectionOfOne(r))  // replaces the older copy
             core.relayWakeup.signal()
+            core.committed([update])
             await core.runHooks(previous: run.runState, run: r)
             if command == .deleteData {
                 if let done = try await finishDataDeletion(r, definition: definition) { return done }

@@ -16,7 +16,9 @@ extension WorkflowEngine {
             let cursor = try await store.cursor(c.name)
             lags.append(ConsumerLag(name: c.name, cursor: cursor, lag: max(0, head - cursor)))
         }
-        return EngineStats(byStatus: byStatus, byRunState: byRunState, outbox: outbox, head: head, consumers: lags)
+        return EngineStats(
+            byStatus: byStatus, byRunState: byRunState, outbox: outbox, head: head, consumers: lags,
+            external: try await externalStats())
     }
 
     /// database (the log head is readable), schema (the version this build expects), leases
@@ -68,10 +70,33 @@ extension WorkflowEngine {
             checks["outbox"] = HealthCheck(
                 ok: outbox.pending <= config.healthMaxOutboxPending,
                 detail: "\(outbox.pending) pending (limit \(config.healthMaxOutboxPending))")
+            if let external = try await externalHealth(now: now) { checks["external"] = external }
         } catch {
             checks["database"] = HealthCheck(ok: false, detail: EngineCore.describe(error))
         }
         return HealthReport(checks: checks)
+    }
+
+    /// External statuses: unhealthy when runs wait in one longer than
+    /// `healthMaxTaskWaitMilliseconds` and no worker anywhere holds a task of it (nor is one
+    /// connected here): nobody is doing that step. Nil when the workflows have no external step.
+    func externalHealth(now: Timestamp) async throws -> HealthCheck? {
+        let stats = try await externalStats()
+        guard !stats.isEmpty else { return nil }
+        let limit = core.configuration.healthMaxTaskWaitMilliseconds
+        var problems: [String] = []
+        var parts: [String] = []
+        for s in stats {
+            let name = core.definitions[s.workflow]?.statusName(s.status) ?? String(s.status)
+            let age = s.oldestWaiting.map { max(0, now.milliseconds - $0.milliseconds) } ?? 0
+            if s.waiting > 0, age > limit, s.held == 0, s.workers == 0 {
+                problems.append("\(name): \(s.waiting) run(s) waiting, the oldest for \(age / 1000) s, and no worker")
+            }
+            parts.append("\(name) \(s.waiting) waiting, \(s.held) held, \(s.workers) worker(s) here")
+        }
+        return problems.isEmpty
+            ? HealthCheck(ok: true, detail: parts.joined(separator: "; ") + " (limit \(limit) ms)")
+            : HealthCheck(ok: false, detail: problems.joined(separator: "; ") + " (limit \(limit) ms)")
     }
 
     /// Seconds since this engine object was made.
@@ -136,6 +161,24 @@ extension WorkflowEngine {
             ]))
         families.append(F("workflowd_retention_passes_total", .counter, help: "Retention passes this instance ran (it holds the retention lease).", value: Double(retention.passes.load(ordering: .relaxed))))
         families.append(F("workflowd_store_errors_total", .counter, help: "Failed database calls in the engine's loops (each is retried).", value: Double(c.storeErrors.load(ordering: .relaxed))))
+        let t = core.taskCounters
+        families.append(F("workflowd_tasks_offered_total", .counter, help: "Tasks of external steps this instance gave to its workers.", value: Double(t.offered.load(ordering: .relaxed))))
+        families.append(F("workflowd_tasks_completed_total", .counter, help: "Workers' complete answers this instance committed.", value: Double(t.completed.load(ordering: .relaxed))))
+        families.append(F("workflowd_tasks_failed_total", .counter, help: "Workers' fail answers this instance committed (each a retry or, at the limit, a pause).", value: Double(t.failed.load(ordering: .relaxed))))
+        families.append(F("workflowd_tasks_expired_total", .counter, help: "Tasks held by this instance's workers whose deadline passed unanswered (offered again).", value: Double(t.expired.load(ordering: .relaxed))))
+        families.append(F("workflowd_task_wait_seconds", .histogram, help: "Time from a task becoming free to its offer to a worker.", samples: t.wait.samples()))
+        var waiting: [F.Sample] = []
+        var held: [F.Sample] = []
+        var workers: [F.Sample] = []
+        for e in s.external {
+            let labels = [L("workflow", e.workflow), L("status", core.definitions[e.workflow]?.statusName(e.status) ?? String(e.status))]
+            waiting.append(.init(labels: labels, value: Double(e.waiting)))
+            held.append(.init(labels: labels, value: Double(e.held)))
+            workers.append(.init(labels: labels, value: Double(e.workers)))
+        }
+        families.append(F("workflowd_tasks_waiting", .gauge, help: "Runs waiting in an external status for a worker (free tasks).", samples: waiting))
+        families.append(F("workflowd_tasks_held", .gauge, help: "Tasks of an external status held by workers (of any instance).", samples: held))
+        families.append(F("workflowd_workers", .gauge, help: "Workers of an external status connected to this instance.", samples: workers))
         families.append(F("workflowd_leases_held", .gauge, help: "Leases (relay, poller, retention, consumer partitions, member slot) this instance holds.", value: Double(heldLeases.count)))
         return families
     }

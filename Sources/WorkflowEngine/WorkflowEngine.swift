@@ -24,6 +24,9 @@ public final class WorkflowEngine: WorkflowService {
     let retention: RetentionJob
     /// New runs are written in group commits.
     let creates: CreateBatcher
+    /// One commit queue for every consumer and for workers' answers, so transitions of all
+    /// statuses and partitions share transactions.
+    let commits: CommitQueue
     private let runTask = Mutex<Task<Void, Never>?>(nil)
     let startedAtMilliseconds: Int64
     /// Fired when `run()` has stopped every part.
@@ -69,11 +72,26 @@ public final class WorkflowEngine: WorkflowService {
         self.retention = RetentionJob(core: core)
         let store = core.store
         let recentRuns = core.recentRuns
+        let tasks = core.tasks
         self.creates = CreateBatcher(maxBatch: configuration.commitBatchSize, maxInFlight: configuration.commitConcurrency) {
-            let results = try await store.create(batch: $0)
+            batch in
+            let results = try await store.create(batch: batch)
             // Remembered before any caller resumes, so the first step finds the run in memory.
-            recentRuns.put(results.lazy.compactMap { if case .created(let run) = $0 { run } else { nil } })
+            let created = results.compactMap { if case .created(let run) = $0 { run } else { nil } }
+            recentRuns.put(created)
+            if batch.contains(where: \.opensTask) {
+                let opened = Set(batch.filter(\.opensTask).map(\.run.runID))
+                tasks.created(created.filter { opened.contains($0.runID) })
+            }
             return results
+        }
+        self.commits = CommitQueue(core: core, maxInFlight: configuration.commitConcurrency)
+        if definitions.contains(where: { !$0.externalStatuses.isEmpty }) {
+            // Other instances' changes arrive as events: runs they moved into an external status
+            // are offered to the workers here.
+            _ = dispatcher.addListener { [core] events in
+                core.tasks.eventsArrived(events, isExternal: core.isExternal(workflow:status:))
+            }
         }
         self.startedAtMilliseconds = clock.now().milliseconds
     }
@@ -118,6 +136,7 @@ public final class WorkflowEngine: WorkflowService {
         retention.wakeup.signal()
         core.relayWakeup.signal()
         leases.wakeup.signal()
+        core.tasks.wake()
     }
 
     private func runParts() async {
@@ -137,9 +156,12 @@ public final class WorkflowEngine: WorkflowService {
                 self.leases.wakeup.signal()
             }
             group.addTask {
-                // One commit queue for every consumer, so transitions of all statuses and
-                // partitions share transactions; it stops after the last consumer.
-                let commits = CommitQueue(core: self.core, maxInFlight: self.core.configuration.commitConcurrency)
+                await self.openMissingTasks()
+                await self.core.tasks.run(until: self.core.stopRequested)
+            }
+            group.addTask {
+                // The engine's commit queue stops after the last consumer.
+                let commits = self.commits
                 await withDiscardingTaskGroup { workers in
                     workers.addTask {
                         await commits.run(afterBatch: { batch in
@@ -176,6 +198,31 @@ public final class WorkflowEngine: WorkflowService {
             }
         }
         finished.fire()
+    }
+
+    /// Runs already waiting in an external status when it became one (an upgrade, a change of
+    /// `--external-steps`) have no task: open theirs, once, before offering anything.
+    private func openMissingTasks() async {
+        for definition in core.definitions.values {
+            for status in definition.externalStatuses {
+                while !core.isStopping, !Task.isCancelled {
+                    let started = ContinuousClock.now
+                    do {
+                        let n = try await core.store.openMissingTasks(
+                            workflow: definition.name, status: status, now: core.clock.now())
+                        if n > 0 {
+                            core.logger.info(
+                                "opened tasks for runs already waiting in an external status",
+                                metadata: ["workflow": "\(definition.name)", "status": "\(definition.statusName(status))", "tasks": "\(n)"])
+                        }
+                        break
+                    } catch {
+                        core.storeHealth.failed("opening missing tasks", error, started: started)
+                        try? await Task.sleep(for: .milliseconds(500))
+                    }
+                }
+            }
+        }
     }
 
     /// Logs one warning when a consumer's lag passes `healthMaxLag` and one line when it is
@@ -216,7 +263,9 @@ public final class WorkflowEngine: WorkflowService {
             workflow: workflow, foreignID: foreignID, runID: core.ids.next(now: now), runState: .initiated,
             status: definition.initialStatus, version: 1, object: object, createdAt: now, updatedAt: now)
         let result = try await creates.create(
-            NewRun(run: run, timeouts: definition.newTimeouts(for: definition.initialStatus, now: now)))
+            NewRun(
+                run: run, timeouts: definition.newTimeouts(for: definition.initialStatus, now: now),
+                opensTask: definition.isExternal(definition.initialStatus)))
         if case .created = result { core.relayWakeup.signal() }
         return result
     }

@@ -27,6 +27,8 @@ public struct WorkflowError: Error, Sendable, Equatable, CustomStringConvertible
     public var retryable: Bool
     /// For `GONE`: the earliest `seq` the event log still keeps.
     public var earliestSeq: Int64?
+    /// For `CONFLICT`: the run as it is now.
+    public var run: Run?
 
     public init(_ code: Code, _ message: String, retryable: Bool = false) {
         self.code = code
@@ -38,6 +40,13 @@ public struct WorkflowError: Error, Sendable, Equatable, CustomStringConvertible
     public static func gone(earliest: Int64, _ message: String) -> WorkflowError {
         var e = WorkflowError(.gone, message)
         e.earliestSeq = earliest
+        return e
+    }
+
+    /// A worker's answer or a callback no longer applies; `run` is as it is now.
+    public static func conflict(run: Run, _ message: String) -> WorkflowError {
+        var e = WorkflowError(.conflict, message)
+        e.run = run
         return e
     }
 

@@ -40,6 +40,22 @@ public protocol WorkflowService: Sendable {
     func addEventListener(_ listener: @escaping @Sendable ([WorkflowEvent]) -> Void) -> EventListenerToken
     func removeEventListener(_ token: EventListenerToken)
 
+    // External steps (workers and callbacks).
+
+    /// Registers a worker of an external status; `offer` receives its tasks on an engine thread
+    /// (hand them off quickly), none before `setWorkerReady(_:true)`. Throws BAD_REQUEST naming
+    /// `status` when the status is not external, NOT_FOUND for an unknown workflow.
+    func addWorker(_ spec: WorkerSpec, offer: @escaping @Sendable ([ExternalTask]) -> Void) throws -> WorkerToken
+    /// Whether the worker's connection takes task frames now (flow control).
+    func setWorkerReady(_ token: WorkerToken, _ ready: Bool)
+    /// The worker is gone (`unwork`, its connection closed): its tasks are offered again.
+    func removeWorker(_ token: WorkerToken)
+    /// A worker's answer; see `WorkflowEngine.complete`.
+    func complete(task: String, status: Int, object: [UInt8]?, reason: String?) async throws -> Run
+    func fail(task: String, error: String) async throws -> WorkflowEngine.TaskFailure
+    func extend(task: String, leaseMilliseconds: Int64?) async throws -> Timestamp
+    func callback(runID: String, status: Int, next: Int, object: [UInt8]?, reason: String?) async throws -> Run
+
     func stats() async throws -> EngineStats
     func health() async -> HealthReport
     /// The engine's metrics (counts read from the store, counters kept in memory), for the
@@ -49,6 +65,23 @@ public protocol WorkflowService: Sendable {
 
 extension WorkflowService {
     public func metrics() async throws -> [MetricFamily] { [] }
+    public func addWorker(_ spec: WorkerSpec, offer: @escaping @Sendable ([ExternalTask]) -> Void) throws -> WorkerToken {
+        throw WorkflowError(.badRequest, "status: this service has no external steps")
+    }
+    public func setWorkerReady(_ token: WorkerToken, _ ready: Bool) {}
+    public func removeWorker(_ token: WorkerToken) {}
+    public func complete(task: String, status: Int, object: [UInt8]?, reason: String?) async throws -> Run {
+        throw WorkflowError(.notFound, "no task '\(task)'")
+    }
+    public func fail(task: String, error: String) async throws -> WorkflowEngine.TaskFailure {
+        throw WorkflowError(.notFound, "no task '\(task)'")
+    }
+    public func extend(task: String, leaseMilliseconds: Int64?) async throws -> Timestamp {
+        throw WorkflowError(.notFound, "no task '\(task)'")
+    }
+    public func callback(runID: String, status: Int, next: Int, object: [UInt8]?, reason: String?) async throws -> Run {
+        throw WorkflowError(.badRequest, "status: this service has no external steps")
+    }
     public func recentRun(id: String, version: Int64) -> Run? { nil }
     public func loggedHistory(runID: String) async throws -> [WorkflowEvent] { try await history(runID: runID) }
     /// Services without retention keep every event: the log starts at 1 when it has any.
@@ -72,10 +105,13 @@ public struct StatusDescription: Sendable, Equatable {
     public var name: String
     public var code: Int
     public var terminal: Bool
-    public init(name: String, code: Int, terminal: Bool) {
+    /// Its step is done by another program (a worker or a callback).
+    public var external: Bool
+    public init(name: String, code: Int, terminal: Bool, external: Bool = false) {
         self.name = name
         self.code = code
         self.terminal = terminal
+        self.external = external
     }
 }
 
@@ -115,15 +151,18 @@ public struct EngineStats: Sendable, Equatable {
     public var outbox: OutboxStats
     public var head: Int64
     public var consumers: [ConsumerLag]
+    /// Per external status: runs waiting, tasks held, workers here.
+    public var external: [ExternalStatusStats]
     public init(
         byStatus: [String: [Int: Int]], byRunState: [String: [RunState: Int]], outbox: OutboxStats, head: Int64,
-        consumers: [ConsumerLag]
+        consumers: [ConsumerLag], external: [ExternalStatusStats] = []
     ) {
         self.byStatus = byStatus
         self.byRunState = byRunState
         self.outbox = outbox
         self.head = head
         self.consumers = consumers
+        self.external = external
     }
 }
 

@@ -4,7 +4,9 @@
 /// Every method that changes a run also writes the outbox row announcing the change in the same
 /// transaction (guarantee 1), and every change of an existing run is conditional on its version
 /// (guarantee 2).
-public protocol WorkflowStore: RecordStore, EventLogStore, TimeoutStore, CursorStore, LeaseStore, RetentionStore {}
+public protocol WorkflowStore: RecordStore, EventLogStore, TimeoutStore, CursorStore, LeaseStore, RetentionStore,
+    TaskStore
+{}
 
 // MARK: - Records
 
@@ -36,10 +38,13 @@ public enum TimeoutKind: Int, Sendable, Codable {
 public struct NewRun: Sendable {
     public var run: Run
     public var timeouts: [NewTimeout]
+    /// The first status is external: open its task (free at once) in the same transaction.
+    public var opensTask: Bool
 
-    public init(run: Run, timeouts: [NewTimeout] = []) {
+    public init(run: Run, timeouts: [NewTimeout] = [], opensTask: Bool = false) {
         self.run = run
         self.timeouts = timeouts
+        self.opensTask = opensTask
     }
 }
 
@@ -73,20 +78,39 @@ public struct RunUpdate: Sendable {
     /// Write an outbox row for this change (and raise the version). Only meta-only changes (a
     /// retry counter) skip both.
     public var emitsEvent: Bool
+    /// What happens to the task of the step at `expectedVersion` (the run waits in an external
+    /// status): closed because the run moves on, or answered by a worker under a claim, in
+    /// which case the whole update is refused unless that claim is still the task's own.
+    public var closesTask: TaskClose?
+    /// The run enters (or is resumed in) an external status: open the task of `run.version`.
+    public var opensTask: Bool
 
     public init(
         run: Run, expectedVersion: Int64, cancelPendingTimeouts: Bool = false,
-        newTimeouts: [NewTimeout] = [], completesTimeout: Int64? = nil, emitsEvent: Bool = true
+        newTimeouts: [NewTimeout] = [], completesTimeout: Int64? = nil, emitsEvent: Bool = true,
+        closesTask: TaskClose? = nil, opensTask: Bool = false
     ) {
         precondition(
             emitsEvent ? run.version == expectedVersion + 1 : run.version == expectedVersion,
             "a RunUpdate raises the version by one exactly when it emits an event")
+        precondition(!opensTask || emitsEvent, "a task is opened only by a change with an event")
         self.run = run
         self.expectedVersion = expectedVersion
         self.cancelPendingTimeouts = cancelPendingTimeouts
         self.newTimeouts = newTimeouts
         self.completesTimeout = completesTimeout
         self.emitsEvent = emitsEvent
+        self.closesTask = closesTask
+        self.opensTask = opensTask
+    }
+
+    /// The claim this update is conditional on (a worker's `complete` or `fail`), if any.
+    public var taskClaim: TaskClaim? {
+        switch closesTask {
+        case .complete(let claim)?, .retry(let claim, _, _)?:
+            TaskClaim(runID: run.runID, version: expectedVersion, claim: claim)
+        case .withdraw?, nil: nil
+        }
     }
 }
 

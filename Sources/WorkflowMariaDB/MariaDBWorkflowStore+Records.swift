@@ -15,6 +15,7 @@ extension MariaDBWorkflowStore {
             var results: [CreateRunResult] = []
             results.reserveCapacity(batch.count)
             var created: [String] = []
+            var opening: [Run] = []
             var timeoutRows: [[SQLValue]] = []
             // Up to 64 runs (and 4 MiB) in one multi-row INSERT, in pieces whose sizes are
             // powers of two so few statements are prepared; if the unique key on unfinished runs
@@ -32,6 +33,7 @@ extension MariaDBWorkflowStore {
                     if case .created(let run) = result {
                         created.append(run.runID)
                         timeoutRows += new.timeouts.map { Self.timeoutRow(run, $0, now: run.createdAt) }
+                        if new.opensTask { opening.append(run) }
                     }
                     results.append(result)
                 }
@@ -40,6 +42,7 @@ extension MariaDBWorkflowStore {
             if !timeoutRows.isEmpty {
                 try Self.insertRows(c, prefix: Self.timeoutInsert, tuple: Self.timeoutTuple, rows: timeoutRows)
             }
+            try Self.openTasks(c, opening)
             return results
         }
     }
@@ -94,7 +97,11 @@ extension MariaDBWorkflowStore {
                     // run, which tells each caller its own outcome.
                 }
             }
-            return try await pool.transaction { c in try Self.apply(c, updates) }
+            do {
+                return try await pool.transaction { c in try Self.apply(c, updates) }
+            } catch let error as MariaDBError where error.kind == .batchConflict && updates.count == 1 {
+                return [.conflict]  // its task and its record disagreed: rolled back, refused
+            }
         } catch let error as MariaDBError where updates.count > 1 && error.kind != .commitOutcomeUnknown {
             // Per-run fallback: one bad update must not fail the others.
             logger.debug("batch update failed; applying one by one", metadata: ["db.errno": "\(error.errno)"])
@@ -102,23 +109,30 @@ extension MariaDBWorkflowStore {
             var firstError: (any Error)?
             for u in updates {
                 do {
-                    outcomes.append(contentsOf: try await pool.transaction { c in try Self.apply(c, [u]) })
+                    outcomes.append(contentsOf: try await update([u]))
                 } catch {
                     firstError = firstError ?? error
                     outcomes.append(.conflict)
                 }
             }
-            if let firstError { throw mapped(firstError, "update") }
+            if let firstError { throw firstError }
             return outcomes
         } catch {
             throw mapped(error, "update")
         }
     }
 
-    /// Several runs, none completing a timeout (that needs its own conditional statement first),
-    /// each once: their record updates can be one statement.
+    /// Several runs, none completing a timeout or retrying a task (those need their own
+    /// conditional statements first), each once: their record updates can be one statement.
+    /// Workers' answers (`complete` under a claim) are checked with one statement too.
     static func fitsOneStatement(_ updates: [RunUpdate]) -> Bool {
-        guard updates.count > 1, updates.allSatisfy({ $0.completesTimeout == nil }) else { return false }
+        guard updates.count > 1,
+            updates.allSatisfy({ u in
+                guard u.completesTimeout == nil else { return false }
+                if case .retry? = u.closesTask { return false }
+                return true
+            })
+        else { return false }
         return Set(updates.map(\.run.runID)).count == updates.count
     }
 
@@ -205,6 +219,9 @@ extension MariaDBWorkflowStore {
                 throw MariaDBError(kind: .batchConflict, message: "a run of the batch has moved on")
             }
         }
+        guard try completeClaimed(c, updates) else {
+            throw MariaDBError(kind: .batchConflict, message: "a task of the batch was offered again or closed")
+        }
         try finishApplied(c, updates)
         return Array(repeating: .applied, count: updates.count)
     }
@@ -225,6 +242,15 @@ extension MariaDBWorkflowStore {
                     continue
                 }
             }
+            // A worker's answer counts only under the task's current claim (checked, and the task
+            // closed, before the record: a refused answer then changes nothing).
+            if u.taskClaim != nil, try !closeClaimed(c, u) {
+                if let timeoutID = u.completesTimeout {
+                    try c.execute("UPDATE workflow_timeouts SET completed = 0 WHERE id = ?", [.int(timeoutID)])
+                }
+                outcomes.append(.conflict)
+                continue
+            }
             let run = u.run
             let r = try c.execute(
                 """
@@ -237,6 +263,12 @@ extension MariaDBWorkflowStore {
                     .int(u.expectedVersion),
                 ])
             if r.affectedRows == 0 {
+                if u.taskClaim != nil {
+                    // An open task under this claim means the run is at that version (every
+                    // change of the run closes it in the same transaction): they disagree, so
+                    // roll the whole transaction back rather than leave the task closed.
+                    throw MariaDBError(kind: .batchConflict, message: "run \(run.runID) moved on under an open task")
+                }
                 if let timeoutID = u.completesTimeout {
                     // Undo the completion above: the run moved on, so this timeout did not fire.
                     try c.execute("UPDATE workflow_timeouts SET completed = 0 WHERE id = ?", [.int(timeoutID)])
@@ -252,17 +284,24 @@ extension MariaDBWorkflowStore {
     }
 
     /// The rest of a transaction once the records of `applied` are updated: their timeouts
-    /// cancelled and created, and their outbox rows written.
+    /// cancelled and created, their tasks withdrawn and opened (in that order: a withdrawal
+    /// closes whatever task of the run is open), and their outbox rows written.
     static func finishApplied(_ c: MariaDBConnection, _ applied: [RunUpdate]) throws {
         var emitted: [String] = []
         var cancelling: [String] = []
         var timeoutRows: [[SQLValue]] = []
+        var withdrawing: [String] = []
+        var opening: [Run] = []
         for u in applied {
             let run = u.run
             if u.emitsEvent { emitted.append(run.runID) }
             if u.cancelPendingTimeouts { cancelling.append(run.runID) }
             for t in u.newTimeouts { timeoutRows.append(timeoutRow(run, t, now: run.updatedAt)) }
+            if u.closesTask == .withdraw { withdrawing.append(run.runID) }
+            if u.opensTask { opening.append(run) }
         }
+        try withdrawTasks(c, runIDs: withdrawing)
+        try openTasks(c, opening)
         if !cancelling.isEmpty {
             let (list, values) = inList(cancelling.map { .text($0) })
             try c.execute(

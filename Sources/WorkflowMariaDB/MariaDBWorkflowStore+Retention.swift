@@ -1,7 +1,7 @@
 import WorkflowEngine
 
 /// Retention: every statement walks an index range (`idx_records_finished`,
-/// `idx_timeouts_run`, the events' primary key, `idx_cursors_seq`) and every transaction is one
+/// `idx_timeouts_run`, the tasks' primary key, the events' primary key, `idx_cursors_seq`) and every transaction is one
 /// batch, so no lock is held for long and the hot paths keep running beside it.
 extension MariaDBWorkflowStore {
     /// `(4, 5, 6)`: the codes of `RunState.prunable`, for SQL.
@@ -60,6 +60,7 @@ extension MariaDBWorkflowStore {
                     }
                 }
                 try c.execute("DELETE FROM workflow_timeouts WHERE run_id IN \(list)", values)
+                try c.execute("DELETE FROM workflow_tasks WHERE run_id IN \(list)", values)
                 let deleted = try c.execute("DELETE FROM workflow_records WHERE run_id IN \(list)", values)
                 // The rows are locked, so the delete must find every one of them.
                 guard deleted.affectedRows == chunk.count else {

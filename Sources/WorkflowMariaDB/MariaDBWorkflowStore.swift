@@ -79,17 +79,25 @@ public final class MariaDBWorkflowStore: WorkflowStore {
     static let runColumns =
         "workflow_name, foreign_id, run_id, run_state, status, object, created_at, updated_at, meta, version, reason"
 
-    static func decodeRun(_ row: SQLRow) throws -> Run {
-        let runID = try row.string(2)
-        let stateCode = Int(try row.int(3))
+    static func decodeRun(_ row: SQLRow) throws -> Run { try decodeRun(row, at: 0) }
+
+    /// A run from `runColumns` starting at column `o`.
+    static func decodeRun(_ row: SQLRow, at o: Int) throws -> Run {
+        let runID = try row.string(o + 2)
+        let stateCode = Int(try row.int(o + 3))
         guard let state = RunState(rawValue: stateCode) else {
             throw MariaDBError(kind: .badRow, message: "run \(runID) has unknown run_state \(stateCode)")
         }
         return Run(
-            workflow: try row.string(0), foreignID: try row.string(1), runID: runID, runState: state,
-            status: Int(try row.int(4)), version: try row.int(9), object: try row.bytes(5),
-            reason: try row.optionalString(10), createdAt: try row.timestamp(6), updatedAt: try row.timestamp(7),
-            meta: try row.optionalBytes(8))
+            workflow: try row.string(o), foreignID: try row.string(o + 1), runID: runID, runState: state,
+            status: Int(try row.int(o + 4)), version: try row.int(o + 9), object: try row.bytes(o + 5),
+            reason: try row.optionalString(o + 10), createdAt: try row.timestamp(o + 6),
+            updatedAt: try row.timestamp(o + 7), meta: try row.optionalBytes(o + 8))
+    }
+
+    /// `runColumns` of a table aliased `alias` (for joins).
+    static func runColumns(of alias: String) -> String {
+        runColumns.split(separator: ",").map { alias + "." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", ")
     }
 
     static let eventColumns = "seq, workflow_name, foreign_id, run_id, status, run_state, version, at, reason"

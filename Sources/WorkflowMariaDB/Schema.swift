@@ -1,12 +1,12 @@
-// Generated from /schema.sql — keep them identical (SchemaTests checks it).
+// Generated from /schema.sql by scripts/gen-schema.sh — keep them identical (SchemaTests checks it).
 // The server applies this text at start-up; `docker-compose up` applies the file itself.
 
 enum Schema {
     /// The newest schema version this build knows.
-    static let currentVersion = 2
+    static let currentVersion = 3
 
     static let sql = """
--- workflowd schema, version 2.
+-- workflowd schema, version 3.
 --
 -- Applied as-is by `docker-compose up` (mounted into /docker-entrypoint-initdb.d) and, statement
 -- by statement, by `workflowd migrate` / `workflowd serve` at start-up. Every statement is
@@ -159,5 +159,37 @@ CREATE TABLE IF NOT EXISTS workflow_records_archive (
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
 
 INSERT IGNORE INTO workflow_schema_version (version, applied_at) VALUES (2, UTC_TIMESTAMP(3));
+
+-- Version 3: external steps (a status's step done by another program over the socket).
+
+-- One task per (run, version) whose status is external. It is opened in the transaction that
+-- puts the run there, given to one worker at a time (claim grows with each offer), and closed
+-- in the transaction of whatever moves the run on: the worker's answer (done_claim and
+-- done_status record it, so a repeated answer is recognised), a callback, a timeout, pause or
+-- cancel. Closed rows stay until retention deletes their run.
+CREATE TABLE IF NOT EXISTS workflow_tasks (
+    run_id        VARCHAR(255) NOT NULL,
+    version       BIGINT NOT NULL,
+    workflow_name VARCHAR(255) NOT NULL,
+    foreign_id    VARCHAR(255) NOT NULL,
+    status        INT NOT NULL,
+    -- 1 for the first offer of the step; grows with each `fail`.
+    attempt       INT NOT NULL DEFAULT 1,
+    claim         BIGINT NOT NULL DEFAULT 0,
+    -- When it may be given to a worker: free at or before now, held until this deadline, or
+    -- retried at this time after a `fail`; NULL once closed.
+    available_at  DATETIME(3) NULL,
+    -- When it last became free (copied from available_at at each claim): for the wait metric.
+    free_since    DATETIME(3) NOT NULL,
+    -- The claim batch that holds it (instance id and a number), NULL when free or closed.
+    holder        VARCHAR(255) NULL,
+    done_claim    BIGINT NULL,
+    done_status   INT NULL,
+    created_at    DATETIME(3) NOT NULL,
+    PRIMARY KEY (run_id, version),
+    KEY idx_tasks_free (workflow_name, status, available_at)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
+
+INSERT IGNORE INTO workflow_schema_version (version, applied_at) VALUES (3, UTC_TIMESTAMP(3));
 """
 }

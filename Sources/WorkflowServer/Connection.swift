@@ -32,7 +32,7 @@ final class Connection {
     /// Replies that arrived while actions were running (a ping answered inside its own
     /// dispatch). The outermost `run` feeds them to the machine one by one, so a long pipeline
     /// of synchronous requests is a loop, not a recursion as deep as the pipeline.
-    private var deferredReplies: [(SessionStateMachine.Ticket, [UInt8], Int64?)] = []
+    private var deferredReplies: [(SessionStateMachine.Ticket, [UInt8], SessionStateMachine.Activation?)] = []
     private var deferredHead = 0
 
     /// Live subscriptions of this connection, by id.
@@ -41,6 +41,9 @@ final class Connection {
     var nextSubscriptionID: Int64 = 1
     /// `await`s waiting on this connection, by ticket number.
     var awaits: [UInt64: AwaitWatcher] = [:]
+    /// Workers of this connection, by id.
+    var workers: [Int64: Worker] = [:]
+    var nextWorkerID: Int64 = 1
 
     init(id: UInt64, core: ServerCore, handle: UnsafeMutablePointer<uv_pipe_t>, limits: SessionStateMachine.Limits, logger: Logger) {
         self.id = id
@@ -108,6 +111,20 @@ final class Connection {
         pendingOut.append(contentsOf: event)
         pendingOut.append(contentsOf: EventFrame.suffix)
         run(machine.framesWritten(prefix.count + event.count + EventFrame.suffix.count))
+        return true
+    }
+
+    /// Pushes task frames even above the high-water mark: their tasks are claimed already, and
+    /// a worker holds at most `max_in_flight` of them, so they are bounded. False when the
+    /// connection is closing.
+    func pushTaskFrames(_ frames: [[UInt8]]) -> Bool {
+        guard !handleClosed, machine.acceptsTaskFrames else { return false }
+        var n = 0
+        for f in frames {
+            pendingOut.append(contentsOf: f)
+            n += f.count
+        }
+        run(machine.framesWritten(n))
         return true
     }
 
@@ -202,10 +219,13 @@ final class Connection {
                 core.dispatch(request, ticket: ticket, on: self)
             case .write(let bytes):
                 queue(bytes)
-            case .subscriptionActivated(let sub):
+            case .activated(.subscription(let sub)):
                 core.hub.activate(connection: self, sub: sub)
+            case .activated(.worker(let id)):
+                core.activateWorker(id, on: self)
             case .writable:
                 core.hub.connectionWritable(self)
+                core.workersWritable(self)
             case .stopReading:
                 stopReading()
             case .startReading:
@@ -218,7 +238,7 @@ final class Connection {
     }
 
     /// Answers a dispatched request.
-    func reply(_ ticket: SessionStateMachine.Ticket, _ bytes: [UInt8], activates: Int64? = nil) {
+    func reply(_ ticket: SessionStateMachine.Ticket, _ bytes: [UInt8], activates: SessionStateMachine.Activation? = nil) {
         if runDepth > 0 {
             deferredReplies.append((ticket, bytes, activates))
         } else {
@@ -232,7 +252,8 @@ final class Connection {
         run(machine.framesWritten(bytes.count) + machine.close())
     }
 
-    func subscriptionsChanged() {
-        run(machine.subscriptionsChanged(count: subscriptions.count))
+    /// Subscriptions or workers came or went.
+    func streamsChanged() {
+        run(machine.streamsChanged(count: subscriptions.count + workers.count))
     }
 }

@@ -108,6 +108,9 @@ final class EventLoop: @unchecked Sendable {
         return pthread_equal(t, pthread_self()) != 0
     }
 
+    /// The loop thread has started (before that, the starting thread owns everything).
+    var isRunning: Bool { thread.withLock { $0 != nil } }
+
     /// Stops accepting jobs and closes the wake-up handle; the loop ends once every other
     /// handle is closed. Loop thread only.
     func closeQueue() {

@@ -105,22 +105,17 @@ final class MetricsHTTPListener {
             return
         }
         let text = core.metricsText()
-        let bound = LoopBound(client)
-        let loop = core.loop
         let logger = core.logger
         let headOnly = method == "HEAD"
-        Task {
-            let result: Result<String, any Error>
-            do { result = .success(try await text()) } catch { result = .failure(error) }
-            loop.execute {
-                switch result {
-                case .success(let body):
-                    bound.value.respond(
-                        status: "200 OK", body: body, contentType: PrometheusText.contentType, headOnly: headOnly)
-                case .failure(let error):
-                    logger.debug("metrics scrape failed", metadata: ["error": "\(error)"])
-                    bound.value.respond(status: "503 Service Unavailable", body: "metrics unavailable: the database cannot be read now\n")
-                }
+        core.offLoop {
+            await attempt { try await text() }
+        } then: { result in
+            switch result {
+            case .success(let body):
+                client.respond(status: "200 OK", body: body, contentType: PrometheusText.contentType, headOnly: headOnly)
+            case .failure(let error):
+                logger.debug("metrics scrape failed", metadata: ["error": "\(error)"])
+                client.respond(status: "503 Service Unavailable", body: "metrics unavailable: the database cannot be read now\n")
             }
         }
     }

@@ -40,6 +40,35 @@ struct PayloadEncoder: Sendable {
 
     func eventJSON(_ e: WorkflowEvent) -> [UInt8] { event(e).json }
 
+    func task(_ t: ExternalTask) -> TaskPayload {
+        TaskPayload(
+            task: t.claim.text, workflow: t.run.workflow, runID: t.run.runID, foreignID: t.run.foreignID,
+            statusCode: t.run.status, statusName: statusName(workflow: t.run.workflow, code: t.run.status),
+            version: t.claim.version, attempt: t.attempt, object: t.run.object, idempotencyKey: t.idempotencyKey,
+            deadline: t.deadline.milliseconds)
+    }
+
+    /// One status reference as a code: a name is looked up in `workflow` when given, otherwise in
+    /// every workflow, and must name one status (BAD_REQUEST naming `field` otherwise). A code
+    /// must be one of the workflow's (or any workflow's).
+    func statusCode(_ ref: StatusRef, workflow: String?, field: String) throws(WireError) -> Int {
+        let candidates = workflow.map { w in workflows.filter { $0.name == w } } ?? workflows
+        switch ref {
+        case .code(let c):
+            guard candidates.contains(where: { $0.status(code: c) != nil }) else {
+                throw .badRequest("\(field): unknown status code \(c)")
+            }
+            return c
+        case .name(let n):
+            let found = Set(candidates.compactMap { $0.status(named: n)?.code })
+            guard let code = found.first else { throw .badRequest("\(field): unknown status '\(n)'") }
+            guard found.count == 1 else {
+                throw .badRequest("\(field): '\(n)' names statuses of several workflows; give its code")
+            }
+            return code
+        }
+    }
+
     /// Status references resolved to codes. Names are looked up in `workflow` when given,
     /// otherwise in every workflow. Throws BAD_REQUEST naming `field` for an unknown name.
     func statusCodes(_ refs: [StatusRef], workflow: String?, field: String) throws(WireError) -> [Int] {
@@ -63,7 +92,7 @@ struct PayloadEncoder: Sendable {
             HelloInfo.Workflow(
                 name: wf.name,
                 statuses: wf.statuses.sorted { $0.code < $1.code }.map {
-                    HelloInfo.Status(name: $0.name, code: $0.code, terminal: $0.terminal)
+                    HelloInfo.Status(name: $0.name, code: $0.code, terminal: $0.terminal, external: $0.external)
                 })
         }
     }

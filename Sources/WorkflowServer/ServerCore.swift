@@ -105,7 +105,7 @@ final class ServerCore {
             }
             metricsListener = listener
         }
-        let hub = LoopBound(self.hub!)
+        let hub = LoopBound(self.hub!, loop: loop)
         let encoder = self.encoder
         let loop = self.loop
         listenerToken = service.addEventListener { events in
@@ -190,6 +190,8 @@ final class ServerCore {
         conn.subscriptions = [:]
         for w in conn.awaits.values { cancelAwait(w) }
         conn.awaits = [:]
+        for w in conn.workers.values { service.removeWorker(w.token) }
+        conn.workers = [:]
         logger.trace("connection closed", metadata: ["session.id": "\(conn.id)"])
         if case .closing = phase, connections.isEmpty { stop() }
     }

@@ -12,7 +12,7 @@ import WorkflowWire
 /// - Reading stops while too many bytes wait to be written or too many requests are pending,
 ///   and resumes (including lines already buffered) once both are low again.
 /// - After the client's end of input, every pending reply is still sent; then the connection
-///   closes, unless it has subscriptions, which keep streaming until the client closes.
+///   closes, unless it has streams (subscriptions, workers), which keep going until the client closes.
 struct SessionStateMachine {
     struct Limits: Sendable, Equatable {
         /// Longest accepted line in bytes, without its `\n`.
@@ -36,8 +36,8 @@ struct SessionStateMachine {
         /// Run this request; answer with `replyReady(ticket, ...)`.
         case dispatch(Ticket, Request)
         case write([UInt8])
-        /// The `subscribe` reply for this subscription is now written: events may follow.
-        case subscriptionActivated(Int64)
+        /// The reply that starts a stream (`subscribe`, `work`) is now written: its frames may follow.
+        case activated(Activation)
         /// Unwritten bytes fell back below the low-water mark after having been high.
         case writable
         case stopReading
@@ -46,9 +46,15 @@ struct SessionStateMachine {
         case close
     }
 
+    /// A stream whose frames may only follow the reply that started it.
+    enum Activation: Equatable, Sendable {
+        case subscription(Int64)
+        case worker(Int64)
+    }
+
     private struct Slot {
         var reply: [UInt8]?
-        var activates: Int64?
+        var activates: Activation?
     }
 
     private struct Session {
@@ -69,7 +75,8 @@ struct SessionStateMachine {
         var ordered: [Slot] = []
         var orderedHead = 0
         var awaitsInFlight = 0
-        var subscriptions = 0
+        /// Subscriptions and workers: they keep the connection open after its input ended.
+        var streams = 0
         var outstandingBytes = 0
         var aboveHighWater = false
         var readingStopped = false
@@ -103,6 +110,14 @@ struct SessionStateMachine {
     var acceptsPushedFrames: Bool {
         switch state {
         case .open(let s): !s.aboveHighWater && !s.closeAfterReplies
+        case .closing, .closed: false
+        }
+    }
+
+    /// Whether frames of claimed tasks may still be written (open, not closing after an error).
+    var acceptsTaskFrames: Bool {
+        switch state {
+        case .open(let s): !s.closeAfterReplies
         case .closing, .closed: false
         }
     }
@@ -164,9 +179,9 @@ struct SessionStateMachine {
         }
     }
 
-    /// The reply for `ticket` is ready. `activates` names the subscription a `subscribe` reply
-    /// starts; it becomes active when the reply is written.
-    mutating func replyReady(_ ticket: Ticket, _ reply: [UInt8], activates: Int64? = nil) -> [Action] {
+    /// The reply for `ticket` is ready. `activates` names the stream a `subscribe` or `work`
+    /// reply starts; it becomes active when the reply is written.
+    mutating func replyReady(_ ticket: Ticket, _ reply: [UInt8], activates: Activation? = nil) -> [Action] {
         switch state {
         case .open(var s):
             var actions: [Action] = []
@@ -231,10 +246,11 @@ struct SessionStateMachine {
         }
     }
 
-    mutating func subscriptionsChanged(count: Int) -> [Action] {
+    /// The connection's subscriptions and workers now number `count`.
+    mutating func streamsChanged(count: Int) -> [Action] {
         switch state {
         case .open(var s):
-            s.subscriptions = count
+            s.streams = count
             var actions: [Action] = []
             finish(s, &actions)
             return actions
@@ -382,7 +398,7 @@ struct SessionStateMachine {
                 s.nextAwaitTicket += 1
                 s.awaitsInFlight += 1
             case .hello, .ping, .submit, .trigger, .get, .list, .history, .subscribe, .unsubscribe, .control, .stats,
-                .graph, .health, .metrics:
+                .graph, .health, .metrics, .work, .complete, .fail, .extend, .unwork, .callback:
                 ticket = Ticket(number: s.nextTicket, ordered: true)
                 if s.orderedPending == 0 {
                     s.headTicket = s.nextTicket
@@ -412,7 +428,7 @@ struct SessionStateMachine {
             s.orderedHead += 1
             s.headTicket += 1
             write(reply, &s, &actions)
-            if let sub = activates { actions.append(.subscriptionActivated(sub)) }
+            if let stream = activates { actions.append(.activated(stream)) }
         }
         if s.orderedHead == s.ordered.count {
             s.ordered.removeAll(keepingCapacity: true)
@@ -467,7 +483,7 @@ struct SessionStateMachine {
         if s.closeAfterReplies {
             done = s.orderedPending == 0
         } else {
-            done = s.endOfInput && !linesLeft && s.pending == 0 && s.subscriptions == 0
+            done = s.endOfInput && !linesLeft && s.pending == 0 && s.streams == 0
         }
         if done {
             if s.outstandingBytes == 0 {

@@ -193,16 +193,14 @@ final class SubscriptionHub {
         let filter = sub.filter
         let service = core.service
         let encoder = core.encoder
-        let bound = LoopBound(sub)
-        let hub = LoopBound(self)
-        let loop = core.loop
-        Task {
-            let result = await attempt {
+        core.offLoop {
+            await attempt {
                 try await service.events(after: after, filter: filter, limit: limit).map {
                     Recent(event: $0, json: encoder.eventJSON($0))
                 }
             }
-            loop.execute { hub.value.readCompleted(bound.value, liveMark: liveMark, limit: limit, result) }
+        } then: { result in
+            self.readCompleted(sub, liveMark: liveMark, limit: limit, result)
         }
     }
 
@@ -221,7 +219,7 @@ final class SubscriptionHub {
             _ = sub.connection.pushLine(Reply.subscriptionEnded(sub: sub.id, wire))
             sub.connection.subscriptions[sub.id] = nil
             remove(sub)
-            sub.connection.subscriptionsChanged()
+            sub.connection.streamsChanged()
         case .failure(let error):
             core.logger.warning(
                 "catch-up read failed", metadata: ["session.id": "\(sub.connection.id)", "error": "\(error)"])

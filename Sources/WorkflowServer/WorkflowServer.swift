@@ -51,7 +51,7 @@ public final class WorkflowServer: Sendable {
         // The core is kept alive by `state` until the loop thread has ended.
         state.withLock {
             $0.loop = loop
-            $0.core = LoopBound(core)
+            $0.core = LoopBound(core, loop: loop)
         }
         try loop.startThread { [self] in self.loopEnded() }
         var metadata: Logger.Metadata = ["socket": "\(configuration.socketPath)"]

@@ -110,16 +110,79 @@ public struct EventPayload: Sendable, Equatable {
     }
 }
 
+/// A task as a worker sees it: `{"task","workflow","run_id","foreign_id","status","status_code",
+/// "version","attempt","object","idempotency_key","deadline"}`.
+public struct TaskPayload: Sendable, Equatable {
+    public var task: String
+    public var workflow: String
+    public var runID: String
+    public var foreignID: String
+    public var statusCode: Int
+    public var statusName: String?
+    public var version: Int64
+    public var attempt: Int
+    public var object: [UInt8]
+    public var idempotencyKey: String
+    public var deadline: Int64
+
+    public init(
+        task: String, workflow: String, runID: String, foreignID: String, statusCode: Int, statusName: String?,
+        version: Int64, attempt: Int, object: [UInt8], idempotencyKey: String, deadline: Int64
+    ) {
+        self.task = task
+        self.workflow = workflow
+        self.runID = runID
+        self.foreignID = foreignID
+        self.statusCode = statusCode
+        self.statusName = statusName
+        self.version = version
+        self.attempt = attempt
+        self.object = object
+        self.idempotencyKey = idempotencyKey
+        self.deadline = deadline
+    }
+
+    public func write(to w: inout JSONWriter) {
+        w.beginObject()
+        w.key("task"); w.string(task)
+        w.key("workflow"); w.string(workflow)
+        w.key("run_id"); w.string(runID)
+        w.key("foreign_id"); w.string(foreignID)
+        w.key("status"); w.string(statusName ?? String(statusCode))
+        w.key("status_code"); w.int(statusCode)
+        w.key("version"); w.int(version)
+        w.key("attempt"); w.int(attempt)
+        w.key("object"); writeObject(object, to: &w)
+        w.key("idempotency_key"); w.string(idempotencyKey)
+        w.key("deadline"); writeTime(deadline, to: &w)
+        w.endObject()
+    }
+
+    /// The pushed frame `{"worker":W,"task":{...}}\n`.
+    public func frame(worker: Int64) -> [UInt8] {
+        var w = JSONWriter(capacity: 320 + object.count)
+        w.beginObject()
+        w.key("worker"); w.int(worker)
+        w.key("task"); write(to: &w)
+        w.endObject()
+        w.bytes.append(0x0A)
+        return w.bytes
+    }
+}
+
 /// `hello`'s reply.
 public struct HelloInfo: Sendable, Equatable {
     public struct Status: Sendable, Equatable {
         public var name: String
         public var code: Int
         public var terminal: Bool
-        public init(name: String, code: Int, terminal: Bool) {
+        /// Its step is done by a worker or a callback (`work`, `callback`).
+        public var external: Bool
+        public init(name: String, code: Int, terminal: Bool, external: Bool = false) {
             self.name = name
             self.code = code
             self.terminal = terminal
+            self.external = external
         }
     }
     public struct Workflow: Sendable, Equatable {
@@ -162,6 +225,7 @@ public struct HelloInfo: Sendable, Equatable {
                 w.key("name"); w.string(s.name)
                 w.key("code"); w.int(s.code)
                 w.key("terminal"); w.bool(s.terminal)
+                w.key("external"); w.bool(s.external)
                 w.endObject()
             }
             w.endArray()
@@ -204,11 +268,35 @@ public struct StatsInfo: Sendable, Equatable {
     public var connections: Int
     public var subscriptions: Int
     public var uptimeMilliseconds: Int64
+    /// Per external status: runs waiting, tasks held, workers connected (to this instance).
+    public var external: [External]
+
+    public struct External: Sendable, Equatable {
+        public var workflow: String
+        public var status: String
+        public var waiting: Int
+        public var held: Int
+        public var scheduled: Int
+        public var oldestWaitingMilliseconds: Int64?
+        public var workers: Int
+        public init(
+            workflow: String, status: String, waiting: Int, held: Int, scheduled: Int, oldestWaitingMilliseconds: Int64?,
+            workers: Int
+        ) {
+            self.workflow = workflow
+            self.status = status
+            self.waiting = waiting
+            self.held = held
+            self.scheduled = scheduled
+            self.oldestWaitingMilliseconds = oldestWaitingMilliseconds
+            self.workers = workers
+        }
+    }
 
     public init(
         byStatus: [(workflow: String, counts: [Count])], byRunState: [(workflow: String, counts: [Count])],
         outboxPending: Int, outboxOldestAgeMilliseconds: Int64?, head: Int64, consumers: [Consumer], connections: Int,
-        subscriptions: Int, uptimeMilliseconds: Int64
+        subscriptions: Int, uptimeMilliseconds: Int64, external: [External] = []
     ) {
         self.byStatus = byStatus
         self.byRunState = byRunState
@@ -219,6 +307,7 @@ public struct StatsInfo: Sendable, Equatable {
         self.connections = connections
         self.subscriptions = subscriptions
         self.uptimeMilliseconds = uptimeMilliseconds
+        self.external = external
     }
 
     public static func == (a: StatsInfo, b: StatsInfo) -> Bool {
@@ -230,7 +319,8 @@ public struct StatsInfo: Sendable, Equatable {
 
     /// Members `statuses: {workflow: {status: n}}, run_states: {workflow: {state: n}},
     /// outbox: {pending, oldest_age_ms}, head, consumers: [{name, cursor, lag}], connections,
-    /// subscriptions, uptime_ms`.
+    /// subscriptions, uptime_ms, external: [{workflow, status, waiting, held, scheduled,
+    /// oldest_waiting_ms, workers}]`.
     public func writeMembers(to w: inout JSONWriter) {
         func counts(_ key: String, _ groups: [(workflow: String, counts: [Count])]) {
             w.key(key)
@@ -268,6 +358,21 @@ public struct StatsInfo: Sendable, Equatable {
         w.key("connections"); w.int(connections)
         w.key("subscriptions"); w.int(subscriptions)
         w.key("uptime_ms"); w.int(uptimeMilliseconds)
+        w.key("external")
+        w.beginArray()
+        for e in external {
+            w.beginObject()
+            w.key("workflow"); w.string(e.workflow)
+            w.key("status"); w.string(e.status)
+            w.key("waiting"); w.int(e.waiting)
+            w.key("held"); w.int(e.held)
+            w.key("scheduled"); w.int(e.scheduled)
+            w.key("oldest_waiting_ms")
+            if let ms = e.oldestWaitingMilliseconds { w.int(ms) } else { w.null() }
+            w.key("workers"); w.int(e.workers)
+            w.endObject()
+        }
+        w.endArray()
     }
 }
 

@@ -30,6 +30,13 @@ public enum Operation: Sendable, Equatable {
     case health
     /// Prometheus text of the server's and the engine's metrics (an addition to PROTOCOL.md).
     case metrics
+    /// External steps: a worker of an external status; its tasks follow as pushed frames.
+    case work(WorkArguments)
+    case complete(CompleteArguments)
+    case fail(task: String, error: String)
+    case extend(task: String, leaseMilliseconds: Int?)
+    case unwork(worker: Int64)
+    case callback(CallbackArguments)
 
     /// The `op` name on the wire.
     public var name: String {
@@ -49,13 +56,20 @@ public enum Operation: Sendable, Equatable {
         case .graph: "graph"
         case .health: "health"
         case .metrics: "metrics"
+        case .work: "work"
+        case .complete: "complete"
+        case .fail: "fail"
+        case .extend: "extend"
+        case .unwork: "unwork"
+        case .callback: "callback"
         }
     }
 
     /// Every op name the server knows.
     public static let names: [String] = [
         "hello", "ping", "submit", "trigger", "get", "list", "history", "await", "subscribe", "unsubscribe",
-        "pause", "resume", "cancel", "delete_data", "stats", "graph", "health", "metrics",
+        "pause", "resume", "cancel", "delete_data", "stats", "graph", "health", "metrics", "work", "complete", "fail",
+        "extend", "unwork", "callback",
     ]
 }
 
@@ -172,4 +186,61 @@ public enum RunStateName {
 
     public static func code(named name: String) -> Int? { all.first { $0.name == name }?.code }
     public static func name(code: Int) -> String? { all.first { $0.code == code }?.name }
+}
+
+/// `work`: the external status a worker does, how many unanswered tasks it takes at once, and how
+/// long an offer lasts.
+public struct WorkArguments: Sendable, Equatable {
+    public var workflow: String
+    public var status: StatusRef
+    /// 1...1000, default 1.
+    public var maxInFlight: Int
+    /// 1000...3_600_000, default 30_000.
+    public var leaseMilliseconds: Int
+
+    public static let defaultLeaseMilliseconds = 30_000
+    public static let leaseRange = 1_000...3_600_000
+
+    public init(workflow: String = defaultWorkflow, status: StatusRef, maxInFlight: Int = 1, leaseMilliseconds: Int = defaultLeaseMilliseconds) {
+        self.workflow = workflow
+        self.status = status
+        self.maxInFlight = maxInFlight
+        self.leaseMilliseconds = leaseMilliseconds
+    }
+}
+
+/// `complete`: a worker's answer to a task.
+public struct CompleteArguments: Sendable, Equatable {
+    public var task: String
+    /// The next status: one the step declares.
+    public var status: StatusRef
+    /// Replaces the run's object (compact JSON bytes); nil keeps it.
+    public var object: [UInt8]?
+    public var reason: String?
+
+    public init(task: String, status: StatusRef, object: [UInt8]? = nil, reason: String? = nil) {
+        self.task = task
+        self.status = status
+        self.object = object
+        self.reason = reason
+    }
+}
+
+/// `callback`: moves a run that waits in an external status, without a task.
+public struct CallbackArguments: Sendable, Equatable {
+    public var run: RunRef
+    /// The external status the run must be in.
+    public var status: StatusRef
+    /// Where it goes: one the step declares.
+    public var next: StatusRef
+    public var object: [UInt8]?
+    public var reason: String?
+
+    public init(run: RunRef, status: StatusRef, next: StatusRef, object: [UInt8]? = nil, reason: String? = nil) {
+        self.run = run
+        self.status = status
+        self.next = next
+        self.object = object
+        self.reason = reason
+    }
 }

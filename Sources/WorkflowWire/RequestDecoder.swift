@@ -99,11 +99,7 @@ public enum RequestDecoder {
         case "pause", "resume", "cancel", "delete_data":
             let command = ControlCommand(rawValue: op)!
             let run = try f.runRef()
-            let reason = try f.string("reason")
-            if let reason, reason.utf8.count > maxReasonBytes {
-                throw .badRequest("reason: longer than \(maxReasonBytes) bytes")
-            }
-            return .control(command, run, reason: reason)
+            return .control(command, run, reason: try f.reason("reason"))
         case "list":
             var a = ListArguments()
             a.workflow = try f.string("workflow")
@@ -150,6 +146,34 @@ public enum RequestDecoder {
         case "unsubscribe":
             guard let sub = try f.int64("sub", in: 1...Int64.max) else { throw .badRequest("sub: missing") }
             return .unsubscribe(sub: sub)
+        case "work":
+            let workflow = try f.string("workflow") ?? defaultWorkflow
+            guard !workflow.isEmpty else { throw .badRequest("workflow: must not be empty") }
+            return .work(
+                WorkArguments(
+                    workflow: workflow, status: try f.status("status"),
+                    maxInFlight: try f.int("max_in_flight", in: 1...1000) ?? 1,
+                    leaseMilliseconds: try f.int("lease_ms", in: WorkArguments.leaseRange) ?? WorkArguments.defaultLeaseMilliseconds))
+        case "complete":
+            return .complete(
+                CompleteArguments(
+                    task: try f.requiredString("task"), status: try f.status("status"), object: f.present("object")?.bytes,
+                    reason: try f.reason("reason")))
+        case "fail":
+            let task = try f.requiredString("task")
+            guard let error = try f.reason("error") else { throw .badRequest("error: missing") }
+            guard !error.isEmpty else { throw .badRequest("error: must not be empty") }
+            return .fail(task: task, error: error)
+        case "extend":
+            return .extend(task: try f.requiredString("task"), leaseMilliseconds: try f.int("lease_ms", in: WorkArguments.leaseRange))
+        case "unwork":
+            guard let worker = try f.int64("worker", in: 1...Int64.max) else { throw .badRequest("worker: missing") }
+            return .unwork(worker: worker)
+        case "callback":
+            return .callback(
+                CallbackArguments(
+                    run: try f.runRef(), status: try f.status("status"), next: try f.status("next"),
+                    object: f.present("object")?.bytes, reason: try f.reason("reason")))
         default:
             throw WireError(.unknownOp, "unknown op '\(op)'")
         }
@@ -208,6 +232,30 @@ struct Fields {
             throw .badRequest("\(key): must be an RFC 3339 time such as \"2026-11-25T06:00:00.000Z\"")
         }
         return ms
+    }
+
+    /// A text kept with the run (a reason, a worker's error): at most `maxReasonBytes`.
+    func reason(_ key: String) throws(WireError) -> String? {
+        let text = try string(key)
+        if let text, text.utf8.count > RequestDecoder.maxReasonBytes {
+            throw .badRequest("\(key): longer than \(RequestDecoder.maxReasonBytes) bytes")
+        }
+        return text
+    }
+
+    /// One required status, by name or integer code.
+    func status(_ key: String) throws(WireError) -> StatusRef {
+        guard let v = present(key) else { throw .badRequest("\(key): missing") }
+        switch v {
+        case .string(let s):
+            guard !s.isEmpty else { throw .badRequest("\(key): a status name must not be empty") }
+            return .name(s)
+        case .number(let n):
+            guard let code = Int(n), code >= 0 else { throw .badRequest("\(key): a status code must be an integer >= 0") }
+            return .code(code)
+        default:
+            throw .badRequest("\(key): must be a status name or code, not \(v.typeName)")
+        }
     }
 
     /// An array of values, or a single value taken as a one-element array.

@@ -32,10 +32,13 @@ public struct WireError: Error, Sendable, Equatable, CustomStringConvertible {
         /// (`subscribe` from an old `seq`, a catch-up read, or a run's `history`);
         /// `error.earliest` is the earliest `seq` still kept.
         public static let gone = Code("GONE", retryable: false)
+        /// External steps: a `complete`, `fail`, `extend` or `callback` whose run is no longer
+        /// where the task or callback expected it; `error.run` holds the run as it is.
+        public static let conflict = Code("CONFLICT", retryable: false)
 
         public static let all: [Code] = [
             .badJSON, .badRequest, .unknownOp, .notFound, .invalidState, .timeout, .unreachable, .limit,
-            .lineTooLong, .unavailable, .draining, .internalError, .forbidden, .gone,
+            .lineTooLong, .unavailable, .draining, .internalError, .forbidden, .gone, .conflict,
         ]
 
         /// The code named `name`, if the protocol has it.
@@ -45,7 +48,7 @@ public struct WireError: Error, Sendable, Equatable, CustomStringConvertible {
     public var code: Code
     public var message: String
     public var retryable: Bool
-    /// For `TIMEOUT` / `UNREACHABLE`: the run as it is, already encoded (`RunPayload.json`).
+    /// For `TIMEOUT`, `UNREACHABLE` and `CONFLICT`: the run as it is, already encoded (`RunPayload.json`).
     public var run: [UInt8]?
     /// For `GONE`: the earliest `seq` the event log still keeps.
     public var earliest: Int64?

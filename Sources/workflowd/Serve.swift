@@ -57,6 +57,21 @@ struct ServerOptions: ParsableArguments {
     @Option(name: .customLong("retention-interval"), help: "Time between two retention passes of the instance holding the retention lease (env WORKFLOWD_RETENTION_INTERVAL, default 5m).")
     var retentionInterval: String?
 
+    @Option(name: .customLong("external-steps"), help: "Statuses whose step another program does over the socket (workers, callbacks): OrderCreated, OrderValidated, PaymentProcessed, comma-separated (env WORKFLOWD_EXTERNAL_STEPS, default none: the simulated gateways).")
+    var externalSteps: String?
+
+    @Option(name: .customLong("retry-max-attempts"), help: "Failures of a step (a built-in one that threw, or a worker's fail) after which the run is paused (env WORKFLOWD_RETRY_MAX_ATTEMPTS, default 5).")
+    var retryMaxAttempts: Int?
+
+    @Option(name: .customLong("retry-base-delay"), help: "Wait before the first retry of a failed step, e.g. 1s; it doubles with each further failure (env WORKFLOWD_RETRY_BASE_DELAY, default 1s).")
+    var retryBaseDelay: String?
+
+    @Option(name: .customLong("retry-max-delay"), help: "Longest wait between retries, e.g. 60s (env WORKFLOWD_RETRY_MAX_DELAY, default 60s).")
+    var retryMaxDelay: String?
+
+    @Option(name: .customLong("task-wait-alert"), help: "How long a run may wait in an external status with no worker anywhere before `health` reports `external` unhealthy, e.g. 60s (env WORKFLOWD_TASK_WAIT_ALERT, default 60s).")
+    var taskWaitAlert: String?
+
     @Flag(name: .customLong("no-migrate"), help: "Do not apply the schema at start-up, only check that it is current (run `workflowd migrate` as an admin).")
     var noMigrate = false
 
@@ -145,7 +160,37 @@ struct ServerOptions: ParsableArguments {
             c.healthMaxOutboxAgeMilliseconds = Int64((seconds * 1000).rounded())
         }
         c.retention = try retentionPolicy(env: env)
+        c.retry = try retryPolicy(env: env)
+        if let ms = try Settings.milliseconds(taskWaitAlert, env, "WORKFLOWD_TASK_WAIT_ALERT", "--task-wait-alert", minimum: 1) {
+            c.healthMaxTaskWaitMilliseconds = ms
+        }
         return c
+    }
+
+    /// The durable retry policy of failing steps (built-in and external).
+    func retryPolicy(env: [String: String]) throws -> RetryPolicy {
+        let attempts = try Settings.int(
+            retryMaxAttempts, env, "WORKFLOWD_RETRY_MAX_ATTEMPTS", "--retry-max-attempts", 5, 1...1000)
+        let base = try Settings.milliseconds(retryBaseDelay, env, "WORKFLOWD_RETRY_BASE_DELAY", "--retry-base-delay", minimum: 0) ?? 1_000
+        let cap = try Settings.milliseconds(retryMaxDelay, env, "WORKFLOWD_RETRY_MAX_DELAY", "--retry-max-delay", minimum: 1) ?? 60_000
+        guard cap >= base else {
+            throw SettingsError(message: "--retry-max-delay / WORKFLOWD_RETRY_MAX_DELAY (\(cap) ms) must not be shorter than the base delay (\(base) ms)")
+        }
+        return RetryPolicy(maxAttempts: attempts, baseDelayMilliseconds: base, maxDelayMilliseconds: cap)
+    }
+
+    /// The order workflow's settings: its variables, and `--external-steps` over
+    /// `WORKFLOWD_EXTERNAL_STEPS`.
+    func orderConfiguration(env: [String: String]) throws -> OrderWorkflow.Configuration {
+        do {
+            var c = try OrderWorkflow.Configuration(environment: env)
+            if let text = externalSteps {
+                c.externalSteps = try OrderWorkflow.Configuration.externalSteps(text, source: "--external-steps")
+            }
+            return c
+        } catch {
+            throw SettingsError(message: (error as? OrderWorkflowError)?.message ?? "\(error)")
+        }
     }
 
     /// The automatic retention policy, or nil when neither `--retain-runs` nor `--retain-events`
@@ -185,12 +230,7 @@ final class Service {
         self.logger = logger
         let serverConfiguration = try options.serverConfiguration(dataDirectory: settings.dataDirectory, env: env)
         let engineConfiguration = try options.engineConfiguration(env: env)
-        let orders: OrderWorkflow.Configuration
-        do {
-            orders = try OrderWorkflow.Configuration(environment: env)
-        } catch {
-            throw SettingsError(message: "\(error)")
-        }
+        let orders = try options.orderConfiguration(env: env)
         try FileManager.default.createDirectory(atPath: settings.dataDirectory, withIntermediateDirectories: true)
         let db = try await DatabaseHandle(settings: settings, logger: logger)
         do {

@@ -18,7 +18,7 @@ extension ProtocolE2E {
                 #expect(hello["proto"] == .number("1"))
                 #expect(hello["max_line"] == .number("1048576"))
                 let statuses = contractStatuses.enumerated().map {
-                    #"{"name":"\#($1)","code":\#($0 + 1),"terminal":\#(terminalStatuses.contains($1))}"#
+                    #"{"name":"\#($1)","code":\#($0 + 1),"terminal":\#(terminalStatuses.contains($1)),"external":false}"#
                 }
                 #expect(
                     hello["workflows"]?.description
@@ -522,7 +522,10 @@ extension ProtocolE2E {
 
                 let stats = parsed(try c.callLine(#"{"op":"stats","id":"st"}"#))
                 #expect(
-                    stats.keys == ["id", "ok", "statuses", "run_states", "outbox", "head", "consumers", "connections", "subscriptions", "uptime_ms"],
+                    stats.keys == [
+                        "id", "ok", "statuses", "run_states", "outbox", "head", "consumers", "connections", "subscriptions",
+                        "uptime_ms", "external",
+                    ],
                     "\(stats)")
                 #expect(stats["statuses"]?.description == #"{"order-processor":{"OrderCompleted":3,"OrderRejected":1}}"#, "\(stats)")
                 #expect(stats["run_states"]?.description == #"{"order-processor":{"Completed":4}}"#, "\(stats)")

@@ -23,7 +23,9 @@ struct SchemaTests {
             let at = zip(a, b).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? min(a.count, b.count)
             Issue.record("schema.sql and Schema.sql differ at byte \(at): \(String(decoding: a[at..<min(a.count, at + 60)], as: UTF8.self))")
         }
-        #expect(SchemaMigrator.statements.count == 12, "v1: 7 tables and the version row; v2: 2 indexes, 1 table, the version row")
+        #expect(
+            SchemaMigrator.statements.count == 14,
+            "v1: 7 tables and the version row; v2: 2 indexes, 1 table, the version row; v3: 1 table, the version row")
         #expect(
             SchemaMigrator.statements.allSatisfy {
                 $0.hasPrefix("CREATE TABLE IF NOT EXISTS") || $0.hasPrefix("CREATE INDEX IF NOT EXISTS") || $0.hasPrefix("INSERT IGNORE")
@@ -58,13 +60,13 @@ struct SchemaTests {
     @Test func migratingTwiceChangesNothing() async throws {
         try await TestDatabase.with { _, pool async throws in
             let before = try await Self.dump(pool)
-            #expect(before.filter { $0[0] == "table" }.count == 8)
-            #expect(before.filter { $0[0] == "version" }.map { $0[1] } == ["1", "2"])
+            #expect(before.filter { $0[0] == "table" }.count == 9)
+            #expect(before.filter { $0[0] == "version" }.map { $0[1] } == ["1", "2", "3"])
             #expect(before.contains { $0[0] == "index" && $0[2] == "uniq_active_run" && $0[5] == "0" })
             try await Task.sleep(for: .milliseconds(5))  // so a rewritten applied_at would differ
             let migrator = SchemaMigrator(pool: pool, logger: TestDatabase.logger)
-            #expect(try await migrator.migrate() == 2, "the second migration finds version 2")
-            #expect(try await migrator.version() == 2)
+            #expect(try await migrator.migrate() == 3, "the second migration finds version 3")
+            #expect(try await migrator.version() == 3)
             #expect(try await Self.dump(pool) == before)
             // The statements themselves are idempotent too (docker-compose applies the file).
             try await pool.withConnection { c in
@@ -77,8 +79,7 @@ struct SchemaTests {
     @Test func aFreshDatabaseMigratesFromZero() async throws {
         try await TestDatabase.with { _, pool async throws in
             try await pool.withConnection { c in
-                for t in ["workflow_records", "workflow_outbox", "workflow_timeouts", "workflow_events", "workflow_cursors",
-                    "workflow_leases", "workflow_schema_version", "workflow_records_archive"]
+                for t in Self.tables
                 {
                     try c.executeText("DROP TABLE \(t)")
                 }
@@ -86,21 +87,25 @@ struct SchemaTests {
             let migrator = SchemaMigrator(pool: pool, logger: TestDatabase.logger)
             #expect(try await migrator.version() == 0)
             #expect(try await migrator.migrate() == 0)
-            #expect(try await migrator.version() == 2)
-            #expect(try await TestDatabase.scalar(pool, "SELECT COUNT(*) FROM workflow_schema_version") == 2)
+            #expect(try await migrator.version() == 3)
+            #expect(try await TestDatabase.scalar(pool, "SELECT COUNT(*) FROM workflow_schema_version") == 3)
         }
     }
 
-    /// A database made by version 1 (its schema.sql, with rows in it) upgrades to version 2 and
-    /// ends up exactly like a fresh one; its rows are untouched. `serve` refuses the old schema
-    /// when it may not migrate.
-    @Test func versionOneUpgradesToVersionTwo() async throws {
+    static let tables = [
+        "workflow_records", "workflow_outbox", "workflow_timeouts", "workflow_events", "workflow_cursors",
+        "workflow_leases", "workflow_schema_version", "workflow_records_archive", "workflow_tasks",
+    ]
+
+    /// A database made by version 1 (its schema.sql, with rows in it) upgrades to the current
+    /// version and ends up exactly like a fresh one; its rows are untouched. `serve` refuses the
+    /// old schema when it may not migrate.
+    @Test func versionOneUpgradesToTheCurrentVersion() async throws {
         try await TestDatabase.with { store, fresh async throws in
             let expected = try await Self.dump(fresh).filter { $0[0] != "version" }
             try await TestDatabase.with { _, pool async throws in
                 try await pool.withConnection { c in
-                    for t in ["workflow_records", "workflow_outbox", "workflow_timeouts", "workflow_events", "workflow_cursors",
-                        "workflow_leases", "workflow_schema_version", "workflow_records_archive"]
+                    for t in Self.tables
                     {
                         try c.executeText("DROP TABLE \(t)")
                     }
@@ -114,10 +119,12 @@ struct SchemaTests {
                 #expect(try await migrator.version() == 1)
                 await #expect(throws: MariaDBError.self) { try await migrator.verify() }
                 #expect(try await migrator.migrate() == 1, "the migration starts from version 1")
-                #expect(try await migrator.version() == 2)
+                #expect(try await migrator.version() == 3)
                 try await migrator.verify()
                 #expect(try await Self.dump(pool).filter { $0[0] != "version" } == expected)
-                #expect(try await TestDatabase.text(pool, "SELECT version FROM workflow_schema_version ORDER BY version") == [["1"], ["2"]])
+                #expect(
+                    try await TestDatabase.text(pool, "SELECT version FROM workflow_schema_version ORDER BY version")
+                        == [["1"], ["2"], ["3"]])
                 #expect(try await old.lookup(runID: run.runID)?.foreignID == "order-v1")
                 #expect(try await old.head() == 1)
                 // The new parts work on the upgraded database.
@@ -127,10 +134,53 @@ struct SchemaTests {
         }
     }
 
+    /// A database made by version 2 (schema.sql of that release) with a run waiting in a status
+    /// that becomes external upgrades to version 3 exactly like a fresh database, and the run gets
+    /// its task: the engine opens the tasks missing for runs already waiting there, once.
+    @Test func versionTwoUpgradesToThreeAndWaitingRunsGetTheirTasks() async throws {
+        try await TestDatabase.with { _, fresh async throws in
+            let expected = try await Self.dump(fresh).filter { $0[0] != "version" }
+            try await TestDatabase.with { _, pool async throws in
+                try await pool.withConnection { c in
+                    for t in Self.tables { try c.executeText("DROP TABLE IF EXISTS \(t)") }
+                    for s in SchemaMigrator.split(SchemaV2.sql) { try c.executeText(s) }
+                }
+                let store = MariaDBWorkflowStore(pool: pool, logger: TestDatabase.logger)
+                let waiting = Fixtures.run(foreignID: "order-v2", status: 2, state: .running, at: Fixtures.t0)
+                // Written as version 2 wrote it: the record and its outbox row, no task.
+                try await pool.transaction { c in
+                    try c.execute(
+                        "INSERT INTO workflow_records (\(MariaDBWorkflowStore.runColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        MariaDBWorkflowStore.runRow(waiting))
+                }
+                let migrator = SchemaMigrator(pool: pool, logger: TestDatabase.logger)
+                #expect(try await migrator.version() == 2)
+                await #expect(throws: MariaDBError.self) { try await migrator.verify() }
+                #expect(try await migrator.migrate() == 2, "the migration starts from version 2")
+                #expect(try await migrator.version() == 3)
+                try await migrator.verify()
+                #expect(try await Self.dump(pool).filter { $0[0] != "version" } == expected)
+                #expect(
+                    try await TestDatabase.text(pool, "SELECT version FROM workflow_schema_version ORDER BY version")
+                        == [["1"], ["2"], ["3"]])
+                #expect(try await store.lookup(runID: waiting.runID) == waiting)
+                // Status 2 is now external: the missing task is opened once, then claimable.
+                let now = Fixtures.t0.adding(milliseconds: 1000)
+                #expect(try await store.openMissingTasks(workflow: waiting.workflow, status: 2, now: now) == 1)
+                #expect(try await store.openMissingTasks(workflow: waiting.workflow, status: 2, now: now) == 0)
+                let claimed = try await store.claimTasks(
+                    workflow: waiting.workflow, status: 2, runIDs: [waiting.runID], holder: "h#1", now: now,
+                    deadline: now.adding(milliseconds: 30_000))
+                #expect(claimed.map(\.claim) == [TaskClaim(runID: waiting.runID, version: waiting.version, claim: 1)])
+                #expect(claimed.first?.run == waiting)
+            }
+        }
+    }
+
     @Test func aNewerSchemaVersionIsRefused() async throws {
         try await TestDatabase.with { _, pool async throws in
             try await pool.transaction { c in
-                try c.execute("INSERT INTO workflow_schema_version (version, applied_at) VALUES (3, ?)", [.timestamp(Fixtures.t0)])
+                try c.execute("INSERT INTO workflow_schema_version (version, applied_at) VALUES (4, ?)", [.timestamp(Fixtures.t0)])
             }
             let before = try await Self.dump(pool)
             do {
@@ -138,7 +188,7 @@ struct SchemaTests {
                 Issue.record("migrated a database with a newer schema version")
             } catch let e as MariaDBError {
                 #expect(e.kind == .configuration)
-                #expect(e.message.contains("schema version 3"), "\(e.message)")
+                #expect(e.message.contains("schema version 4"), "\(e.message)")
                 #expect(e.message.contains("newer"), "\(e.message)")
             }
             #expect(try await Self.dump(pool) == before)

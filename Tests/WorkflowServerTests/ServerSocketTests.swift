@@ -37,7 +37,7 @@ let order1 = #"{"id":"ORD-1","customer_name":"Zoë","email":"z@example.com","ite
                 let hello = try #require(await c.request(#"{"op":"hello","id":"h"}"#))
                 #expect(hello["proto"] == .number("1"))
                 #expect(hello["max_line"] == .number("1048576"))
-                #expect(hello["workflows"]?.description.contains(#"{"name":"OrderCompleted","code":5,"terminal":true}"#) == true)
+                #expect(hello["workflows"]?.description.contains(#"{"name":"OrderCompleted","code":5,"terminal":true,"external":false}"#) == true)
                 let graph = try #require(await c.request(#"{"op":"graph"}"#))
                 #expect(graph["mermaid"]?.stringValue?.hasPrefix("stateDiagram-v2\n    [*] --> OrderCreated\n") == true)
                 #expect(await c.request(#"{"op":"graph","workflow":"nope"}"#)?["error"]?["code"] == .string("NOT_FOUND"))

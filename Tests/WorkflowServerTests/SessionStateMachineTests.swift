@@ -122,12 +122,23 @@ import WorkflowWire
         #expect(dispatched(m.inputEnded()).count == 1)
     }
 
-    @Test func subscriptionsKeepAHalfClosedSessionOpenUntilTheyEnd() {
+    @Test func streamsKeepAHalfClosedSessionOpenUntilTheyEnd() {
         var m = SessionStateMachine(limits: Self.limits)
-        _ = m.subscriptionsChanged(count: 1)
+        _ = m.streamsChanged(count: 1)
         #expect(!m.inputEnded().contains(.close))
         #expect(m.acceptsPushedFrames)
-        #expect(m.subscriptionsChanged(count: 0).contains(.close))
+        #expect(m.acceptsTaskFrames)
+        #expect(m.streamsChanged(count: 0).contains(.close))
+    }
+
+    @Test func workReplyActivatesTheWorkerWhenWrittenAfterEarlierReplies() {
+        var m = SessionStateMachine(limits: Self.limits)
+        let a = m.bytesReceived(Array("{\"op\":\"work\",\"status\":2}\n".utf8))
+        let work = dispatched(a)
+        #expect(work.count == 1)
+        #expect(
+            m.replyReady(work[0].0, Array("w\n".utf8), activates: .worker(3))
+                == [.write(Array("w\n".utf8)), .activated(.worker(3))])
     }
 
     @Test func subscribeReplyActivatesTheSubscriptionWhenWritten() {
@@ -139,7 +150,7 @@ import WorkflowWire
         #expect(written(b) == ["get\n"])
         let sub = dispatched(b)
         #expect(sub.count == 1)
-        #expect(m.replyReady(sub[0].0, Array("sub\n".utf8), activates: 7) == [.write(Array("sub\n".utf8)), .subscriptionActivated(7)])
+        #expect(m.replyReady(sub[0].0, Array("sub\n".utf8), activates: .subscription(7)) == [.write(Array("sub\n".utf8)), .activated(.subscription(7))])
     }
 
     @Test func lineOverMaxLineIsAnsweredThenClosed() {

@@ -42,7 +42,8 @@ import Testing
     @Test func retryableFollowsTheTable() {
         let retryable = Set(WireError.Code.all.filter(\.retryable).map(\.name))
         #expect(retryable == ["TIMEOUT", "LIMIT", "UNAVAILABLE", "DRAINING", "INTERNAL"])
-        #expect(WireError.Code.all.count == 14)
+        #expect(WireError.Code.all.count == 15)
+        #expect(WireError.Code.named("CONFLICT") == .conflict)
         #expect(WireError.Code.named("FORBIDDEN") == .forbidden)
         #expect(WireError.Code.named("GONE") == .gone)
         #expect(WireError.Code.named("LINE_TOO_LONG") == .lineTooLong)
@@ -96,7 +97,7 @@ import Testing
         let h = try JSONParser.parse(Array(Reply.success(id: nil, hello.writeMembers).dropLast()))
         #expect(h["proto"] == .number("1"))
         #expect(h["max_line"] == .number("1048576"))
-        #expect(h["workflows"] == .array([.object([.init("name", .string("order-processor")), .init("statuses", .array([.object([.init("name", .string("OrderCreated")), .init("code", .number("1")), .init("terminal", .bool(false))])]))])]))
+        #expect(h["workflows"] == .array([.object([.init("name", .string("order-processor")), .init("statuses", .array([.object([.init("name", .string("OrderCreated")), .init("code", .number("1")), .init("terminal", .bool(false)), .init("external", .bool(false))])]))])]))
 
         let health = HealthInfo(checks: [.init(name: "database", ok: true, detail: "ok"), .init(name: "lag", ok: false, detail: "120 behind")])
         let hv = try JSONParser.parse(Array(Reply.success(id: nil, health.writeMembers).dropLast()))

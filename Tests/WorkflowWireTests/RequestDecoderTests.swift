@@ -273,6 +273,12 @@ import Testing
             "submit": #"{"op":"submit","order":{"id":"1"}}"#,
             "trigger": #"{"op":"trigger","workflow":"w","foreign_id":"f","object":null}"#,
             "unsubscribe": #"{"op":"unsubscribe","sub":1}"#,
+            "work": #"{"op":"work","status":"OrderValidated"}"#,
+            "complete": #"{"op":"complete","task":"r/2/1","status":3}"#,
+            "fail": #"{"op":"fail","task":"r/2/1","error":"card declined"}"#,
+            "extend": #"{"op":"extend","task":"r/2/1"}"#,
+            "unwork": #"{"op":"unwork","worker":1}"#,
+            "callback": #"{"op":"callback","run_id":"r","status":2,"next":3}"#,
         ]
         for name in Operation.names {
             let line = lines[name] ?? (["get", "history", "await", "pause", "resume", "cancel", "delete_data"].contains(name)
