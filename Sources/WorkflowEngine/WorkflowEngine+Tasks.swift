@@ -218,17 +218,20 @@ extension WorkflowEngine {
 
     /// CONFLICT with the run as it is now, saying why the task's answer no longer applies.
     private func conflict(
-        _ claim: TaskClaim, _ definition: WorkflowDefinition, _ why: String?, record: TaskRecord? = nil
+        _ claim: TaskClaim, _ definition: WorkflowDefinition, _ why: String?, record known: TaskRecord? = nil
     ) async throws -> WorkflowError {
-        guard let run = try await core.store.lookup(runID: claim.runID) else {
+        let record: TaskRecord?
+        if let known { record = known } else { record = try await core.store.task(runID: claim.runID, version: claim.version) }
+        // A claim number never issued, for a task there never was: not a task of this server.
+        guard let run = try await core.store.lookup(runID: claim.runID), let record, claim.claim <= record.claim else {
             return WorkflowError(.notFound, "no task '\(claim.text)'")
         }
         let reason: String
         if let why {
             reason = why
-        } else if let record, record.isOpen, record.claim != claim.claim {
+        } else if record.isOpen, record.claim != claim.claim {
             reason = "the task was offered again (the deadline passed or its worker left); the newer offer answers it"
-        } else if let record, record.doneClaim != nil, record.doneClaim != claim.claim {
+        } else if record.doneClaim != nil, record.doneClaim != claim.claim {
             reason = "another offer of this task already answered it"
         } else if run.version != claim.version {
             reason =

@@ -90,7 +90,8 @@ final class TestFlow: Sendable {
     func callCount(_ foreignID: String, _ status: Int) -> Int { calls.withLock { $0["\(foreignID)/\(status)"] ?? 0 } }
     var totalCalls: Int { calls.withLock { $0.values.reduce(0, +) } }
 
-    func definition(timeoutOnB: Int64? = nil) throws -> WorkflowDefinition {
+    /// With `externalB`, B's step is done by workers (`complete` to Done or Failed).
+    func definition(timeoutOnB: Int64? = nil, externalB: Bool = false) throws -> WorkflowDefinition {
         var b = WorkflowBuilder(name: Self.name)
         b.status("A", code: Self.a)
         b.status("B", code: Self.b)
@@ -113,10 +114,17 @@ final class TestFlow: Sendable {
             if id.hasPrefix("bad") { return .next(Self.done) }
             return .next(Self.b, object: input.object + Array("+a".utf8))
         }
-        b.step(from: Self.b, to: [Self.done, Self.failed]) { [self] input in
-            calls.withLock { $0["\(input.foreignID)/\(Self.b)", default: 0] += 1 }
-            if input.foreignID.hasPrefix("gate") { await gate.wait() }
-            return .next(Self.done, object: input.object + Array("+b".utf8))
+        if externalB {
+            b.externalStep(from: Self.b, to: [Self.done, Self.failed])
+            b.checkObjects { object, _ in
+                if object.first == UInt8(ascii: "!") { throw StepError(description: "objects may not start with !") }
+            }
+        } else {
+            b.step(from: Self.b, to: [Self.done, Self.failed]) { [self] input in
+                calls.withLock { $0["\(input.foreignID)/\(Self.b)", default: 0] += 1 }
+                if input.foreignID.hasPrefix("gate") { await gate.wait() }
+                return .next(Self.done, object: input.object + Array("+b".utf8))
+            }
         }
         if let timeoutOnB { b.timeout(in: Self.b, after: timeoutOnB, to: Self.failed, reason: "timed out") }
         b.onRunState(.completed) { [self] run in hookCalls.withLock { $0.append("completed:\(run.foreignID)") } }
