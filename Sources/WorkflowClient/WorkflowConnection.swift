@@ -167,6 +167,23 @@ public final class WorkflowConnection {
     /// without id (the server closing the connection with a reason) is thrown.
     public func nextFrame() throws(WorkflowClientError) -> (sub: Int64, event: JSON, message: WorkflowMessage) {
         while true {
+            let message = try nextPushed()
+            if let (sub, event) = message.frame { return (sub, event, message) }
+        }
+    }
+
+    /// The next task frame of any worker on this connection: `(worker, task)` plus the raw
+    /// line; replies meanwhile are kept for `reply(to:)`.
+    public func nextTask() throws(WorkflowClientError) -> (worker: Int64, task: JSON, message: WorkflowMessage) {
+        while true {
+            let message = try nextPushed()
+            if let (worker, task) = message.task { return (worker, task, message) }
+        }
+    }
+
+    /// The next pushed line, of any kind.
+    private func nextPushed() throws(WorkflowClientError) -> WorkflowMessage {
+        while true {
             let message: WorkflowMessage
             if frameStart < frames.count {
                 message = frames[frameStart]
@@ -178,9 +195,7 @@ public final class WorkflowConnection {
             } else {
                 message = try readMessage()
             }
-            if let (sub, event) = message.frame {
-                return (sub, event, message)
-            }
+            if message.isFrame { return message }
             if let id = message.id {
                 pending.remove(id)
                 replies[id] = message

@@ -11,8 +11,9 @@ public struct WorkflowMessage: Sendable, Equatable {
         self.line = line
     }
 
-    /// A pushed subscription frame (`{"sub": S, "event": {...}}`), as opposed to a reply.
-    public var isFrame: Bool { json["ok"] == nil && json["sub"] != nil }
+    /// A pushed frame (a subscription's `{"sub": S, "event": {...}}` or a worker's
+    /// `{"worker": W, "task": {...}}`), as opposed to a reply.
+    public var isFrame: Bool { json["ok"] == nil && (json["sub"] != nil || json["worker"] != nil) }
 
     /// `ok` of a reply.
     public var isOK: Bool { json["ok"] == .bool(true) }
@@ -26,9 +27,15 @@ public struct WorkflowMessage: Sendable, Equatable {
         }
     }
 
-    /// For a frame: the subscription and its event.
+    /// For a subscription frame: the subscription and its event.
     public var frame: (sub: Int64, event: JSON)? {
         guard isFrame, let sub = json["sub"]?.int64Value, let event = json["event"] else { return nil }
         return (sub, event)
+    }
+
+    /// For a task frame: the worker and its task.
+    public var task: (worker: Int64, task: JSON)? {
+        guard isFrame, let worker = json["worker"]?.int64Value, let task = json["task"] else { return nil }
+        return (worker, task)
     }
 }

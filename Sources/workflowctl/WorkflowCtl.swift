@@ -29,7 +29,8 @@ struct WorkflowCtl: ParsableCommand {
             """,
         subcommands: [
             Submit.self, Get.self, List.self, History.self, Await.self, Watch.self, Pause.self, Resume.self,
-            Cancel.self, DeleteData.self, Stats.self, Graph.self, Health.self, Ping.self,
+            Cancel.self, DeleteData.self, Stats.self, Graph.self, Health.self, Ping.self, Work.self, Complete.self,
+            Fail.self, Extend.self, Callback.self,
         ])
 
     /// Runs the command and maps every failure to the documented exit codes (swift-argument-parser
