@@ -131,6 +131,12 @@ final class TaskBroker: Sendable {
         if state.withLock({ $0.offers.finished(claim) }) != nil { wakeup.signal() }
     }
 
+    /// A `fail` committed here: the task is free again at `at`.
+    func retrying(workflow: String, status: Int, at: Timestamp) {
+        state.withLock { $0.offers.freeAt(TaskOffers.GroupKey(workflow: workflow, status: status), at) }
+        wakeup.signal()
+    }
+
     func extended(_ claim: TaskClaim, to deadline: Timestamp) {
         state.withLock { $0.offers.extended(claim, to: deadline) }
         wakeup.signal()

@@ -63,7 +63,13 @@ struct TaskOffers {
         var lastServed: UInt64 = 0
 
         var room: Int { ready ? max(0, spec.maxInFlight - held.count) : 0 }
+        /// What one claim may give it: its room, at most `claimBatch` (so a worker that stops
+        /// reading is sent at most one batch past its connection's high-water mark).
+        var roomThisRound: Int { min(room, TaskOffers.claimBatch) }
     }
+
+    /// Tasks one claim gives one worker at most.
+    static let claimBatch = 16
 
     struct Held: Equatable {
         var worker: Int
@@ -251,9 +257,13 @@ struct TaskOffers {
             guard var g = groups[key], !g.claiming, g.retryAt.map({ $0 <= now }) ?? true else { continue }
             g.retryAt = nil
             let ready = g.workers.compactMap { workers[$0] }.filter { $0.room > 0 }
-            guard let roomiest = ready.max(by: { $0.room < $1.room }) else { continue }
-            let lease = roomiest.spec.leaseMilliseconds
-            let room = ready.filter { $0.spec.leaseMilliseconds == lease }.reduce(0) { $0 + $1.room }
+                .sorted { ($0.lastServed, $0.id) < ($1.lastServed, $1.id) }
+            // The lease comes from the worker next in turn, skipping one the first candidate
+            // expired from when another can take it.
+            let avoid = g.candidates.first.flatMap { g.avoid[$0] }
+            guard let lead = ready.first(where: { $0.id != avoid }) ?? ready.first else { continue }
+            let lease = lead.spec.leaseMilliseconds
+            let room = ready.filter { $0.spec.leaseMilliseconds == lease }.reduce(0) { $0 + $1.roomThisRound }
             if !g.candidates.isEmpty {
                 let n = min(room, g.candidates.count)
                 let ids = Array(g.candidates.prefix(n))
@@ -270,6 +280,14 @@ struct TaskOffers {
             groups[key] = g
         }
         return requests
+    }
+
+    /// A task of `key` will be free at `at` (a `fail` committed here): look then, not at the
+    /// next periodic scan.
+    mutating func freeAt(_ key: GroupKey, _ at: Timestamp) {
+        guard var g = groups[key] else { return }
+        g.nextScan = g.nextScan.map { min($0, at) } ?? at
+        groups[key] = g
     }
 
     /// A scan of `key` found `free` run ids (a full page when `full`) and the next free time.
@@ -302,12 +320,16 @@ struct TaskOffers {
         let key = request.group
         groups[key]?.claiming = false
         var out: [Int: [ExternalTask]] = [:]
+        var given: [Int: Int] = [:]
         for task in tasks {
             let runID = task.claim.runID
             handled.insert(runID, task.claim.version)
             let avoid = groups[key]?.avoid.removeValue(forKey: runID)
             let candidates = (groups[key]?.workers ?? []).compactMap { workers[$0] }
-                .filter { $0.room > 0 && $0.spec.leaseMilliseconds == request.leaseMilliseconds }
+                .filter {
+                    $0.room > 0 && given[$0.id, default: 0] < Self.claimBatch
+                        && $0.spec.leaseMilliseconds == request.leaseMilliseconds
+                }
                 .sorted { ($0.lastServed, $0.id) < ($1.lastServed, $1.id) }
             guard let chosen = candidates.first(where: { $0.id != avoid }) ?? candidates.first else {
                 releasing.append(Release(claim: task.claim, group: key))
@@ -318,6 +340,7 @@ struct TaskOffers {
             workers[chosen.id]!.lastServed = serveCounter
             held[runID] = Held(worker: chosen.id, task: task)
             out[chosen.id, default: []].append(task)
+            given[chosen.id, default: 0] += 1
         }
         return out.keys.sorted().map { ($0, out[$0]!) }
     }

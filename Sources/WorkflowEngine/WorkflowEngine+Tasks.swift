@@ -102,6 +102,7 @@ extension WorkflowEngine {
         core.counters.stepFailures.add(1, ordering: .relaxed)
         core.taskCounters.failed.add(1, ordering: .relaxed)
         core.tasks.finished(claim)
+        if case .retry(let at) = outcome { core.tasks.retrying(workflow: run.workflow, status: run.status, at: at) }
         return outcome
     }
 

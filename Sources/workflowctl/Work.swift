@@ -48,6 +48,13 @@ struct Work: ParsableCommand {
     }
 
     func run() throws {
+        // A parent may have left SIGTERM / SIGINT blocked (a process started from a thread that
+        // blocks them): a worker must still stop when told to (the server then offers its
+        // tasks again at once).
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        for s in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&signals, s) }
+        sigprocmask(SIG_UNBLOCK, &signals, nil)
         var args: [JSON.Member] = [.init("status", nameOrCode(status)), .init("max_in_flight", .number(String(maxInFlight)))]
         if let workflow { args.append(.init("workflow", .string(workflow))) }
         if let leaseMs { args.append(.init("lease_ms", .number(String(leaseMs)))) }
