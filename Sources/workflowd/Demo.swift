@@ -12,7 +12,9 @@ struct Demo: AsyncParsableCommand {
         discussion: """
             Uses the embedded MariaDB unless WORKFLOWD_DSN is set. The gateways are simulated with the \
             seed's latencies and failure rates (WORKFLOWD_PAYMENT_* / WORKFLOWD_FULFILLMENT_*); set \
-            WORKFLOWD_RANDOM_SEED for a repeatable run.
+            WORKFLOWD_RANDOM_SEED for a repeatable run. With --external-workers, payment and \
+            fulfilment are done by two worker processes on the socket (the examples in \
+            clients/python/examples), with the same rates and latencies.
             """)
 
     @OptionGroup var database: DatabaseOptions
@@ -24,15 +26,29 @@ struct Demo: AsyncParsableCommand {
     @Option(name: .customLong("timeout"), help: "Seconds to wait for the orders to finish (default 120).")
     var timeoutSeconds: Int = 120
 
+    @Flag(
+        name: .customLong("external-workers"),
+        help: "Payment and fulfilment done by the two example worker processes (clients/python/examples, python3) over the socket, not by the simulation.")
+    var externalWorkers = false
+
+    @Option(name: .customLong("workers-dir"), help: "Where payment_service.py and shipping_service.py are (default clients/python/examples, found from the current folder or the executable's checkout).")
+    var workersDirectory: String?
+
     func run() async throws {
         var env = ProcessInfo.processInfo.environment
         if env["WORKFLOWD_LOG_LEVEL"] == nil && database.logLevel == nil { env["WORKFLOWD_LOG_LEVEL"] = "warning" }
+        var serverOptions = server
+        var examples: String?
+        if externalWorkers {
+            examples = try ExampleWorkers.directory(workersDirectory)
+            serverOptions.externalSteps = "OrderValidated,PaymentProcessed"
+        }
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
         let out = Output()
         out.line("workflowd demo — the order processor of the seed example, live")
         out.line("")
         out.line("1. Starting the database and the server …")
-        let service = try await Service(database: database, server: server, env: env)
+        let service = try await Service(database: database, server: serverOptions, env: env)
         do {
             try service.start()
         } catch {
@@ -42,6 +58,21 @@ struct Demo: AsyncParsableCommand {
         out.line("   database : \(service.db.configuration)")
         out.line("   socket   : \(service.socketPath)")
         out.line("   (try it:  echo '{\"op\":\"stats\"}' | socat - UNIX-CONNECT:\(service.socketPath))")
+        var workers: ExampleWorkers?
+        if let examples {
+            do {
+                let w = try ExampleWorkers(directory: examples, socket: service.socketPath, env: env, out: out)
+                workers = w
+                out.line("   workers  : payment_service.py (pid \(w.payment.processIdentifier)) works on OrderValidated,")
+                out.line("              shipping_service.py (pid \(w.shipping.processIdentifier)) on PaymentProcessed;")
+                out.line("              their lines start with [payment] / [shipping]")
+                try await w.waitUntilWorking(service.engine)
+            } catch {
+                workers?.stop()
+                await service.stop()
+                throw error
+            }
+        }
         out.line("")
 
         let engine = service.engine
@@ -127,9 +158,125 @@ struct Demo: AsyncParsableCommand {
             out.line("Serving on \(service.socketPath) until Ctrl-C …")
             _ = await Signals.wait()
         }
+        workers?.stop()
         await service.stop()
         out.line(timedOut ? "Done (with orders still running)." : "Done.")
         if timedOut { throw ExitCode(1) }
+    }
+}
+
+/// The two example worker processes of `demo --external-workers`: started with the simulation's
+/// rates and latencies (the WORKFLOWD_* variables), their output prefixed line by line, stopped
+/// with SIGTERM (each finishes the task in hand and unworks).
+final class ExampleWorkers: Sendable {
+    let payment: Process
+    let shipping: Process
+
+    /// The folder of the examples: the option, else clients/python/examples under the current
+    /// folder, else under the checkout the executable was built in (.build/<config>/workflowd).
+    static func directory(_ option: String?) throws -> String {
+        var candidates: [String] = []
+        if let option { candidates.append(option) }
+        candidates.append(FileManager.default.currentDirectoryPath + "/clients/python/examples")
+        let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        var dir = exe.deletingLastPathComponent()
+        for _ in 0..<4 {
+            candidates.append(dir.path + "/clients/python/examples")
+            dir = dir.deletingLastPathComponent()
+        }
+        for c in candidates where FileManager.default.fileExists(atPath: c + "/payment_service.py") { return c }
+        throw SettingsError(
+            message: "--external-workers: payment_service.py not found in \(option ?? "clients/python/examples") (run from the repository, or give --workers-dir)")
+    }
+
+    init(directory: String, socket: String, env: [String: String], out: Output) throws {
+        func rate(_ key: String, _ fallback: String) -> String { env[key].flatMap { $0.isEmpty ? nil : $0 } ?? fallback }
+        var common = ["--socket", socket, "--max-in-flight", "8"]
+        if let seed = env["WORKFLOWD_RANDOM_SEED"], !seed.isEmpty { common += ["--seed", seed] }
+        payment = try Self.start(
+            directory + "/payment_service.py",
+            common + [
+                "--decline-rate", rate("WORKFLOWD_PAYMENT_DECLINE_RATE", "0.10"),
+                "--latency-ms", rate("WORKFLOWD_PAYMENT_LATENCY_MS", "50"),
+            ], prefix: "[payment] ", out: out)
+        do {
+            shipping = try Self.start(
+                directory + "/shipping_service.py",
+                common + [
+                    "--failure-rate", rate("WORKFLOWD_FULFILLMENT_FAILURE_RATE", "0.05"),
+                    "--latency-ms", rate("WORKFLOWD_FULFILLMENT_LATENCY_MS", "50"),
+                ], prefix: "[shipping] ", out: out)
+        } catch {
+            payment.terminate()
+            throw error
+        }
+    }
+
+    private static func start(_ script: String, _ arguments: [String], prefix: String, out: Output) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", "-u", script] + arguments
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = pipe
+        let handle = pipe.fileHandleForReading
+        Thread.detachNewThread {
+            var pending = Data()
+            while true {
+                let chunk = handle.availableData
+                if chunk.isEmpty { break }
+                pending.append(chunk)
+                while let nl = pending.firstIndex(of: 0x0A) {
+                    out.line("   " + prefix + String(decoding: pending[pending.startIndex..<nl], as: UTF8.self))
+                    pending.removeSubrange(pending.startIndex...nl)
+                }
+            }
+        }
+        do {
+            try Self.runWithSignalsUnblocked(p)
+        } catch {
+            throw SettingsError(message: "--external-workers: cannot start python3 \(script): \(error.localizedDescription)")
+        }
+        return p
+    }
+
+    /// Starts `p` from a thread of its own whose signal mask is empty. A child inherits the mask
+    /// of the thread that starts it, and Swift's task threads block every signal: started from
+    /// one, a worker could never be told to stop with SIGTERM.
+    private static func runWithSignalsUnblocked(_ p: Process) throws {
+        final class Outcome: @unchecked Sendable {  // written by the starting thread before `done` is signalled
+            var error: (any Error)?
+            let done = DispatchSemaphore(value: 0)
+        }
+        let outcome = Outcome()
+        nonisolated(unsafe) let process = p
+        Thread.detachNewThread {
+            var all = sigset_t()
+            sigfillset(&all)
+            pthread_sigmask(SIG_UNBLOCK, &all, nil)
+            do { try process.run() } catch { outcome.error = error }
+            outcome.done.signal()
+        }
+        outcome.done.wait()
+        if let error = outcome.error { throw error }
+    }
+
+    /// Returns once both workers are connected (so the first orders wait for nobody).
+    func waitUntilWorking(_ engine: WorkflowEngine) async throws {
+        for _ in 0..<200 {
+            let stats = try await engine.externalStats()
+            if stats.count == 2, stats.allSatisfy({ $0.workers >= 1 }) { return }
+            if !payment.isRunning || !shipping.isRunning {
+                throw SettingsError(message: "--external-workers: a worker process exited at start (its output is above)")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw SettingsError(message: "--external-workers: the worker processes did not connect within 10 s")
+    }
+
+    func stop() {
+        for p in [payment, shipping] where p.isRunning { p.terminate() }
+        for p in [payment, shipping] { p.waitUntilExit() }
     }
 }
 
