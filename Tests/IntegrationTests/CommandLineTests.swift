@@ -129,4 +129,30 @@ struct CommandLineTests {
         try? FileManager.default.removeItem(atPath: dir)
         await db.drop()
     }
+
+    /// The same walkthrough with payment and fulfilment done by the two example worker processes
+    /// (Python) over the socket; they stop when the demo ends.
+    @Test func demoWithExternalWorkers() async throws {
+        let db = try await IntegrationDatabase.create()
+        let dir = NSTemporaryDirectory() + "wfdemo-\(UInt32.random(in: 0...UInt32.max))"
+        let r = try await Self.run(
+            "workflowd",
+            ["demo", "--external-workers", "--dsn", db.dsn, "--data-dir", dir, "--socket", dir + "/d.sock",
+             "--workers-dir", repositoryRoot + "/clients/python/examples"],
+            env: ServerProcess.quietEnvironment, timeout: 120)
+        #expect(r.status == 0, "\(r.stdout)\n\(r.stderr)")
+        for id in ["order-1001", "order-1002", "order-1003", "order-1005"] {
+            #expect(r.stdout.contains("\(id)  OrderCompleted"), "\(id) in:\n\(r.stdout)")
+            #expect(r.stdout.contains("[payment] \(id)"), "the payment worker did \(id):\n\(r.stdout)")
+            #expect(r.stdout.contains("[shipping] \(id)"), "the shipping worker did \(id):\n\(r.stdout)")
+        }
+        #expect(r.stdout.contains("order-1004  OrderRejected (customer name is missing)"), "\(r.stdout)")
+        #expect(r.stdout.contains("Outbox backlog: 0 row(s) pending; event log head seq 22"), "\(r.stdout)")
+        // Done by the workers: every payment and fulfilment is an answered task.
+        #expect(try await db.int("SELECT COUNT(*) FROM workflow_tasks WHERE done_claim IS NOT NULL") == 8)
+        #expect(try await db.int("SELECT COUNT(*) FROM workflow_records WHERE JSON_VALUE(object, '$.payment_id') LIKE 'pay\\_%'") == 4)
+        #expect(!r.stdout.contains("still running"), "\(r.stdout)")
+        try? FileManager.default.removeItem(atPath: dir)
+        await db.drop()
+    }
 }
