@@ -54,8 +54,8 @@ struct WorkflowdBench: AsyncParsableCommand {
     @Option(help: "Simulated gateway latencies in ms, comma separated (0 = none; 50 = the seed's gateways).")
     var gatewayLatencies: String = "0,50"
 
-    @Option(help: "Which measurements to run, comma separated: ping, orders, ceiling, fanout.")
-    var scenarios: String = "ping,orders,ceiling,fanout"
+    @Option(help: "Which measurements to run, comma separated: ping, orders, external, ceiling, fanout.")
+    var scenarios: String = "ping,orders,external,ceiling,fanout"
 
     mutating func run() async throws {
         let concurrencies = concurrency.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
@@ -101,52 +101,34 @@ struct WorkflowdBench: AsyncParsableCommand {
                 let n = gw == 0 ? orders : min(orders, max(c * 5, min(orders / 2, c * 15)))
                 let label = "orders gw=\(gw)ms c=\(c)"
                 try await withServer(dbServer, binary: binary, tag: "o\(gw)c\(c)", gatewayMs: gw) { server, db in
-                    let conns = min(c, maxConnections)
-                    let warm = min(max(c, 50), max(n / 10, c))
-                    progress("\(label): warm-up \(warm) orders")
-                    let w = try runOrders(
-                        socket: server.socketPath, prefix: "w\(runTag)", total: warm, concurrency: c, connections: conns)
-                    if w.errors > 0 { progress("  warm-up errors: \(w.errors) first: \(w.firstError ?? "")") }
-                    let statusBefore = await dbServer.globalStatus()
-                    let dbCPUBefore = dbServer.privatePid.flatMap { ProcSample.read(pid: $0) }
-                    let before = ProcSample.read(pid: server.pid)
-                    let benchBefore = selfCPUSeconds()
-                    progress("\(label): \(n) orders, \(c) in flight on \(conns) connections")
-                    let r = try runOrders(
-                        socket: server.socketPath, prefix: "b\(runTag)", total: n, concurrency: c, connections: conns)
-                    let after = ProcSample.read(pid: server.pid)
-                    let benchCPU = selfCPUSeconds() - benchBefore
-                    let dbCPUAfter = dbServer.privatePid.flatMap { ProcSample.read(pid: $0) }
-                    let statusAfter = await dbServer.globalStatus()
-                    let result = OrdersResult(
-                        label: label, concurrency: c, connections: conns, gatewayLatencyMs: gw, completed: r.completed,
-                        failed: r.failed, errors: r.errors, seconds: r.seconds,
-                        ordersPerSecond: Double(r.completed + r.failed) / r.seconds, latencyMs: Percentiles(r.latenciesMs),
-                        serverCPUSeconds: (after?.cpuSeconds ?? .nan) - (before?.cpuSeconds ?? .nan),
-                        serverPeakRSSMB: after?.hwmMB ?? .nan, serverRSSStartMB: before?.rssMB ?? .nan,
-                        benchCPUSeconds: benchCPU, firstError: r.firstError, serverDied: !server.process.isRunning,
-                        db: DBCost(
-                            before: statusBefore, after: statusAfter,
-                            cpuSeconds: dbCPUAfter.flatMap { a in dbCPUBefore.map { a.cpuSeconds - $0.cpuSeconds } },
-                            orders: r.completed + r.failed, shared: dbServer.started == nil))
-                    progress(
-                        String(
-                            format: "  %.0f orders/s, p50 %.1f ms, p99 %.1f ms, server CPU %.2f ms/order, peak RSS %.0f MB, errors %d",
-                            result.ordersPerSecond, result.latencyMs.p50, result.latencyMs.p99, result.cpuMsPerOrder,
-                            result.serverPeakRSSMB, result.errors))
-                    if let d = result.db {
-                        progress(
-                            String(
-                                format: "  MariaDB per order: %.1f statements, %.1f prepared executes, %.1f commits, %.1f InnoDB fsyncs, %.2f temp tables (%.2f on disk), CPU %@ ms%@",
-                                d.statementsPerOrder, d.preparedExecutesPerOrder, d.commitsPerOrder, d.logFsyncsPerOrder,
-                                d.tmpTablesPerOrder, d.diskTmpTablesPerOrder,
-                                d.cpuMsPerOrder.map { String(format: "%.2f", $0) } ?? "?", d.shared ? " (shared server: includes other clients)" : ""))
-                    }
-                    if let e = r.firstError { progress("  first error: \(e.prefix(300))") }
-                    let events = try await db.scalar("SELECT COUNT(*) FROM workflow_events")
-                    progress("  event log rows: \(events)")
-                    report.orders.append(result)
+                    report.orders.append(
+                        try await measureOrders(
+                            server, db, dbServer, label: label, total: n, concurrency: c, gatewayMs: gw, runTag: runTag))
                 }
+            }
+        }
+
+        // (b') external steps: the bench's workers do payment and fulfilment over the socket.
+        for c in selected.contains("external") ? concurrencies : [] {
+            let label = "external c=\(c)"
+            try await withServer(
+                dbServer, binary: binary, tag: "x\(c)", gatewayMs: 0,
+                extraEnv: ["WORKFLOWD_EXTERNAL_STEPS": "OrderValidated,PaymentProcessed"]
+            ) { server, db in
+                let workers = try BenchWorkers(socket: server.socketPath, maxInFlight: max(16, c))
+                var result = try await measureOrders(
+                    server, db, dbServer, label: label, total: orders, concurrency: c, gatewayMs: 0, runTag: runTag)
+                workers.stop()
+                let dispatch = Percentiles(workers.dispatchMs.withLock { $0 })
+                let e = workers.errors.withLock { $0 }
+                result.taskDispatchMs = dispatch
+                result.errors += e.count
+                result.firstError = result.firstError ?? e.first
+                progress(
+                    String(
+                        format: "  task dispatch (complete's reply → next task) p50 %.2f ms p99 %.2f ms over %d tasks; worker errors %d",
+                        dispatch.p50, dispatch.p99, dispatch.count, e.count))
+                report.external.append(result)
             }
         }
 
@@ -227,9 +209,62 @@ struct WorkflowdBench: AsyncParsableCommand {
         }
     }
 
+    /// Warm-up, then `total` orders in a closed loop of `concurrency`: orders/s, latency, the
+    /// server's and MariaDB's cost per order.
+    func measureOrders(
+        _ server: ServerChild, _ db: BenchDatabase, _ dbServer: BenchDatabaseServer, label: String, total n: Int,
+        concurrency c: Int, gatewayMs gw: Int, runTag: String
+    ) async throws -> OrdersResult {
+        let conns = min(c, maxConnections)
+        let warm = min(max(c, 50), max(n / 10, c))
+        progress("\(label): warm-up \(warm) orders")
+        let w = try runOrders(
+            socket: server.socketPath, prefix: "w\(runTag)", total: warm, concurrency: c, connections: conns)
+        if w.errors > 0 { progress("  warm-up errors: \(w.errors) first: \(w.firstError ?? "")") }
+        let statusBefore = await dbServer.globalStatus()
+        let dbCPUBefore = dbServer.privatePid.flatMap { ProcSample.read(pid: $0) }
+        let before = ProcSample.read(pid: server.pid)
+        let benchBefore = selfCPUSeconds()
+        progress("\(label): \(n) orders, \(c) in flight on \(conns) connections")
+        let r = try runOrders(
+            socket: server.socketPath, prefix: "b\(runTag)", total: n, concurrency: c, connections: conns)
+        let after = ProcSample.read(pid: server.pid)
+        let benchCPU = selfCPUSeconds() - benchBefore
+        let dbCPUAfter = dbServer.privatePid.flatMap { ProcSample.read(pid: $0) }
+        let statusAfter = await dbServer.globalStatus()
+        let result = OrdersResult(
+            label: label, concurrency: c, connections: conns, gatewayLatencyMs: gw, completed: r.completed,
+            failed: r.failed, errors: r.errors, seconds: r.seconds,
+            ordersPerSecond: Double(r.completed + r.failed) / r.seconds, latencyMs: Percentiles(r.latenciesMs),
+            serverCPUSeconds: (after?.cpuSeconds ?? .nan) - (before?.cpuSeconds ?? .nan),
+            serverPeakRSSMB: after?.hwmMB ?? .nan, serverRSSStartMB: before?.rssMB ?? .nan,
+            benchCPUSeconds: benchCPU, firstError: r.firstError, serverDied: !server.process.isRunning,
+            db: DBCost(
+                before: statusBefore, after: statusAfter,
+                cpuSeconds: dbCPUAfter.flatMap { a in dbCPUBefore.map { a.cpuSeconds - $0.cpuSeconds } },
+                orders: r.completed + r.failed, shared: dbServer.started == nil))
+        progress(
+            String(
+                format: "  %.0f orders/s, p50 %.1f ms, p99 %.1f ms, server CPU %.2f ms/order, peak RSS %.0f MB, errors %d",
+                result.ordersPerSecond, result.latencyMs.p50, result.latencyMs.p99, result.cpuMsPerOrder,
+                result.serverPeakRSSMB, result.errors))
+        if let d = result.db {
+            progress(
+                String(
+                    format: "  MariaDB per order: %.1f statements, %.1f prepared executes, %.1f commits, %.1f InnoDB fsyncs, %.2f temp tables (%.2f on disk), CPU %@ ms%@",
+                    d.statementsPerOrder, d.preparedExecutesPerOrder, d.commitsPerOrder, d.logFsyncsPerOrder,
+                    d.tmpTablesPerOrder, d.diskTmpTablesPerOrder,
+                    d.cpuMsPerOrder.map { String(format: "%.2f", $0) } ?? "?", d.shared ? " (shared server: includes other clients)" : ""))
+        }
+        if let e = r.firstError { progress("  first error: \(e.prefix(300))") }
+        let events = try await db.scalar("SELECT COUNT(*) FROM workflow_events")
+        progress("  event log rows: \(events)")
+        return result
+    }
+
     /// A fresh database and a fresh `workflowd serve` for one scenario; both removed afterwards.
     func withServer(
-        _ dbServer: BenchDatabaseServer, binary: String, tag: String, gatewayMs: Int,
+        _ dbServer: BenchDatabaseServer, binary: String, tag: String, gatewayMs: Int, extraEnv: [String: String] = [:],
         _ body: (ServerChild, BenchDatabase) async throws -> Void
     ) async throws {
         let db = try await dbServer.createDatabase(tag: tag)
@@ -238,7 +273,7 @@ struct WorkflowdBench: AsyncParsableCommand {
             let env = [
                 "WORKFLOWD_PAYMENT_LATENCY_MS": "\(gatewayMs)", "WORKFLOWD_FULFILLMENT_LATENCY_MS": "\(gatewayMs)",
                 "WORKFLOWD_PAYMENT_DECLINE_RATE": "0", "WORKFLOWD_FULFILLMENT_FAILURE_RATE": "0",
-            ]
+            ].merging(extraEnv) { $1 }
             server = try ServerChild(
                 binary: binary, database: db, env: env, extraArguments: ["--pool-max-open", "\(poolMaxOpen)"])
             try server!.waitReady()

@@ -9,6 +9,8 @@ final class Report {
     let binary: String
     var ping: PingResult?
     var orders: [OrdersResult] = []
+    /// Payment and fulfilment by the bench's workers over the socket.
+    var external: [OrdersResult] = []
     var ceilings: [CeilingResult] = []
     var fanout: FanoutResult?
     var fanoutServerRSSMB: Double?
@@ -33,6 +35,22 @@ final class Report {
     }
 
     var poolMaxOpen = 25
+
+    var externalSaturation: OrdersResult? { external.max { $0.concurrency < $1.concurrency } }
+    var externalFixed: OrdersResult? { external.first { $0.concurrency == 20 } ?? external.min { $0.concurrency < $1.concurrency } }
+    /// The same concurrency as the external saturation run, in-process (zero latency).
+    var externalRatio: Double? {
+        guard let x = externalSaturation,
+            let inProcess = orders.first(where: { $0.gatewayLatencyMs == 0 && $0.concurrency == x.concurrency })
+        else { return nil }
+        return x.ordersPerSecond / inProcess.ordersPerSecond
+    }
+    /// Task dispatch over every external run.
+    var taskDispatch: Percentiles? {
+        let all = external.compactMap(\.taskDispatchMs)
+        guard !all.isEmpty else { return nil }
+        return all.max { $0.count < $1.count }
+    }
 
     /// The ceiling as issue 5 defines it: one transaction per transition.
     func ceiling(for r: OrdersResult?) -> CeilingResult? {
@@ -79,10 +97,12 @@ final class Report {
             "srv CPU ms/order", "srv peak RSS MB", "bench CPU ms/order", "db stmts/order", "db commits/order",
             "db CPU ms/order", "errors",
         ]]
-        for o in orders {
+        for o in orders + external {
             let n = Double(max(1, o.completed + o.failed))
             rows.append([
-                o.gatewayLatencyMs == 0 ? "zero latency" : "gateways \(o.gatewayLatencyMs) ms", "\(o.concurrency)",
+                o.taskDispatchMs != nil
+                    ? "external workers" : o.gatewayLatencyMs == 0 ? "zero latency" : "gateways \(o.gatewayLatencyMs) ms",
+                "\(o.concurrency)",
                 "\(o.connections)", "\(o.completed + o.failed)", f(o.seconds), f(o.ordersPerSecond, 0), f(o.latencyMs.p50),
                 f(o.latencyMs.p90), f(o.latencyMs.p99), f(o.latencyMs.max), f(o.cpuMsPerOrder, 2), f(o.serverPeakRSSMB, 0),
                 f(o.benchCPUSeconds * 1000 / n, 2), f(o.db?.statementsPerOrder), f(o.db?.commitsPerOrder),
@@ -116,6 +136,13 @@ final class Report {
         row("ratio to ceiling (saturation)", ratio, 2, "", nil)
         row("batched ceiling orders/s (\(batchedCeiling(for: sat)?.batch ?? 0) orders/txn)", batchedCeiling(for: sat)?.ordersPerSecond, 0, "", nil)
         row("ratio to batched ceiling (saturation)", batchedRatio, 2, "", nil)
+        let x = externalSaturation
+        row("external workers: orders/s (c=\(x?.concurrency ?? 0))", x?.ordersPerSecond, 0, "", nil)
+        row("external / in-process orders/s (same c)", externalRatio, 2, ">= 0.70 (issue 9)") { $0 >= 0.70 }
+        row("external workers: p50 ms, 20 concurrent", externalFixed?.latencyMs.p50, 1, "", nil)
+        row("external workers: p99 ms, 20 concurrent", externalFixed?.latencyMs.p99, 1, "", nil)
+        row("task dispatch p50 ms (entering the status → task frame)", taskDispatch?.p50, 2, "<= 1 (issue 9)") { $0 <= 1 }
+        row("task dispatch p99 ms", taskDispatch?.p99, 2, "", nil)
         row("ping/s pipelined, 1 connection", ping?.pipelinedPerSecond, 0, ">= 100000") { $0 >= 100_000 }
         row("ping/s request/reply, 16 connections", ping?.requestReplyPerSecond, 0, "", nil)
         row("fan-out at→delivery p99 ms, \(fanout?.subscribers ?? 0) subs", fanout?.atToDeliveryMs.p99, 1, "<= 5") { $0 <= 5 }
@@ -178,6 +205,12 @@ final class Report {
         if let fix, let c = ceiling(for: fix) {
             w.key("ratio_to_ceiling_20"); num(fix.ordersPerSecond / c.ordersPerSecond)
         }
+        w.key("external_orders_per_second"); num(externalSaturation?.ordersPerSecond)
+        w.key("external_ratio_to_in_process"); num(externalRatio)
+        w.key("external_p50_ms_20"); num(externalFixed?.latencyMs.p50)
+        w.key("external_p99_ms_20"); num(externalFixed?.latencyMs.p99)
+        w.key("task_dispatch_p50_ms"); num(taskDispatch?.p50)
+        w.key("task_dispatch_p99_ms"); num(taskDispatch?.p99)
         w.key("ping_per_second"); num(ping?.pipelinedPerSecond)
         w.key("ping_request_reply_per_second_16"); num(ping?.requestReplyPerSecond)
         w.key("fanout_p99_ms"); num(fanout?.atToDeliveryMs.p99)
@@ -190,9 +223,12 @@ final class Report {
         w.key("load_average_after"); w.string(loadAfter)
         w.key("scenarios")
         w.beginArray()
-        for o in orders {
+        for o in orders + external {
             w.beginObject()
             w.key("name"); w.string(o.label)
+            if let d = o.taskDispatchMs {
+                w.key("task_dispatch_ms"); pct(d)
+            }
             w.key("gateway_latency_ms"); w.int(o.gatewayLatencyMs)
             w.key("concurrency"); w.int(o.concurrency)
             w.key("connections"); w.int(o.connections)

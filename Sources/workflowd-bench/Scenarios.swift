@@ -146,6 +146,8 @@ struct OrdersResult: Sendable {
     var firstError: String?
     var serverDied = false
     var db: DBCost?
+    /// External steps: from a run entering PaymentProcessed to its task frame (see BenchWorkers).
+    var taskDispatchMs: Percentiles?
 
     var cpuMsPerOrder: Double { completed > 0 ? serverCPUSeconds * 1000 / Double(completed) : .nan }
 }
@@ -358,4 +360,115 @@ func runFanout(socket path: String, prefix: String, subscribers: Int, orders: In
         subscribers: subscribers, orders: orders, eventsExpectedPerSubscriber: expected, framesReceived: frames,
         missing: expected * subscribers - frames, atToDeliveryMs: Percentiles(lags), spreadMs: Percentiles(spreads),
         seconds: seconds)
+}
+
+// MARK: - External steps
+
+/// The bench's own workers of the external statuses (compiled, on the socket): OrderValidated
+/// (payment) and PaymentProcessed (fulfilment), each on one connection, answering every task at
+/// once with `complete` (no object, zero latency), pipelined.
+///
+/// Dispatch time is measured on PaymentProcessed, whose tasks start with a `complete` of this
+/// bench: from the reply to the payment's `complete` (the transition into PaymentProcessed has
+/// committed) to the arrival of that run's fulfilment task (0 when the task came first).
+final class BenchWorkers: @unchecked Sendable {  // shared state behind `Locked`; sockets are each used by one thread
+    private let sockets: [LineSocket]
+    private let group = DispatchGroup()
+    private let paidAt = Locked<[String: UInt64]>([:])
+    private let taskAt = Locked<[String: UInt64]>([:])
+    let dispatchMs = Locked<[Double]>([])
+    let answered = Locked(0)
+    let errors = Locked<(count: Int, first: String?)>((0, nil))
+
+    init(socket path: String, maxInFlight: Int) throws {
+        let pay = try LineSocket(path: path)
+        let ship = try LineSocket(path: path)
+        sockets = [pay, ship]
+        for (s, status) in [(pay, "OrderValidated"), (ship, "PaymentProcessed")] {
+            try s.send(#"{"op":"work","id":0,"status":"\#(status)","max_in_flight":\#(maxInFlight),"lease_ms":600000}"# + "\n")
+            let reply = try s.readLine()
+            guard scanValue(reply, key: "ok") == "true" else {
+                throw BenchError("work \(status): \(String(decoding: reply, as: UTF8.self))")
+            }
+        }
+        start(pay, next: "PaymentProcessed", payment: true)
+        start(ship, next: "OrderFulfilled", payment: false)
+    }
+
+    private func start(_ s: LineSocket, next: String, payment: Bool) {
+        group.enter()
+        let t = Thread { [self] in
+            defer { group.leave() }
+            var pending: [Int64: String] = [:]  // complete id → run id
+            var nextID: Int64 = 1
+            while true {
+                guard let line = try? s.readLine() else { return }
+                if let task = Self.string(after: #""task":""#, in: line), let run = Self.string(after: #""run_id":""#, in: line),
+                    scanValue(line, key: "ok") == nil
+                {
+                    if !payment { noteTask(run) }
+                    pending[nextID] = run
+                    try? s.send(#"{"op":"complete","id":\#(nextID),"task":"\#(task)","status":"\#(next)"}"# + "\n")
+                    nextID += 1
+                    continue
+                }
+                guard let id = scanValue(line, key: "id").flatMap({ Int64($0) }), let run = pending.removeValue(forKey: id) else {
+                    continue
+                }
+                if scanValue(line, key: "ok") == "true" {
+                    answered.withLock { $0 += 1 }
+                    if payment { notePaid(run) }
+                } else {
+                    errors.withLock { e in
+                        e.count += 1
+                        if e.first == nil { e.first = String(decoding: line, as: UTF8.self) }
+                    }
+                }
+            }
+        }
+        t.stackSize = 1 << 20
+        t.start()
+    }
+
+    private func notePaid(_ run: String) {
+        let now = monoNanos()
+        if let t = taskAt.withLock({ $0.removeValue(forKey: run) }) {
+            _ = t
+            dispatchMs.withLock { $0.append(0) }  // the task came before the reply
+        } else {
+            paidAt.withLock { $0[run] = now }
+        }
+    }
+
+    private func noteTask(_ run: String) {
+        let now = monoNanos()
+        if let t = paidAt.withLock({ $0.removeValue(forKey: run) }) {
+            dispatchMs.withLock { $0.append(Double(now - t) / 1e6) }
+        } else {
+            taskAt.withLock { $0[run] = now }
+        }
+    }
+
+    /// The string value that follows `prefix` (which ends with the opening quote).
+    static func string(after prefix: String, in line: [UInt8]) -> String? {
+        let needle = Array(prefix.utf8)
+        guard line.count > needle.count else { return nil }
+        var i = 0
+        while i + needle.count <= line.count {
+            if line[i] == needle[0] && Array(line[i..<(i + needle.count)]) == needle {
+                let s = i + needle.count
+                var e = s
+                while e < line.count && line[e] != 0x22 { e += 1 }
+                return String(decoding: line[s..<e], as: UTF8.self)
+            }
+            i += 1
+        }
+        return nil
+    }
+
+    /// Closes both connections and waits for the threads.
+    func stop() {
+        for s in sockets { shutdown(s.fd, Int32(SHUT_RDWR)) }
+        group.wait()
+    }
 }
