@@ -55,6 +55,8 @@ struct SessionStateMachine {
     private struct Slot {
         var reply: [UInt8]?
         var activates: Activation?
+        /// A worker's answer (`complete`, `fail`, `extend`): may run beside the answers before it.
+        var answer = false
     }
 
     private struct Session {
@@ -70,6 +72,11 @@ struct SessionStateMachine {
         /// run one after another: the next line is dispatched only when this is 0, so a
         /// pipelined `get` sees the `submit` before it.
         var orderedInFlight = 0
+        /// Of those, workers' answers: answers that follow each other on one connection run at
+        /// once (each is about its own task), their replies still in request order.
+        var answersInFlight = 0
+        /// A line decoded while answers ran that must wait for them (any other op).
+        var peeked: (start: Int, next: Int, decoded: DecodedLine)?
         /// Ticket number of `ordered[orderedHead]`.
         var headTicket: UInt64 = 0
         var ordered: [Slot] = []
@@ -192,6 +199,7 @@ struct SessionStateMachine {
                 precondition(
                     ticket.number >= s.headTicket && index < s.ordered.count && s.ordered[index].reply == nil,
                     "reply for unknown ticket \(ticket) (head \(s.headTicket), \(s.orderedPending) pending)")
+                if s.ordered[index].answer { s.answersInFlight -= 1 }
                 s.ordered[index] = Slot(reply: reply, activates: activates)
                 flushOrdered(&s, &actions)
             } else {
@@ -309,7 +317,15 @@ struct SessionStateMachine {
     }
 
     private mutating func processLines(_ s: inout Session, _ actions: inout [Action]) {
-        while !s.closeAfterReplies && !isPaused(s) && s.orderedInFlight == 0 {
+        while !s.closeAfterReplies && !isPaused(s) && s.orderedInFlight == s.answersInFlight {
+            if let p = s.peeked, p.start == s.consumed {
+                if s.orderedInFlight > 0 { break }  // still waiting for the answers before it
+                s.peeked = nil
+                s.consumed = p.next
+                s.scanned = 0
+                handle(p.decoded, &s, &actions)
+                continue
+            }
             let available = s.inbuf.count - s.consumed
             if available == 0 { break }
             var newline: Int? = nil
@@ -350,15 +366,33 @@ struct SessionStateMachine {
             }
             if isBlank(s.inbuf, start, end) { continue }
             let decoded = s.inbuf.withUnsafeBytes { RequestDecoder.decode(UnsafeRawBufferPointer(rebasing: $0[start..<end])) }
+            if s.orderedInFlight > 0, !Self.isAnswer(decoded) {
+                // Runs only after the answers in flight (a pipelined `get` sees their effect).
+                s.peeked = (start, next, decoded)
+                s.consumed = start
+                break
+            }
             handle(decoded, &s, &actions)
         }
         if s.consumed == s.inbuf.count {
             s.inbuf.removeAll(keepingCapacity: s.inbuf.capacity <= 65_536)
             s.consumed = 0
             s.scanned = 0
+            s.peeked = nil
         } else if s.consumed > 65_536 {
             s.inbuf.removeFirst(s.consumed)
             s.consumed = 0
+            s.peeked = nil
+        }
+    }
+
+    private static func isAnswer(_ decoded: DecodedLine) -> Bool {
+        guard case .request(let r) = decoded else { return false }
+        switch r.operation {
+        case .complete, .fail, .extend: return true
+        case .hello, .ping, .submit, .trigger, .get, .list, .history, .awaitStatus, .subscribe, .unsubscribe, .control,
+            .stats, .graph, .health, .metrics, .work, .unwork, .callback:
+            return false
         }
     }
 
@@ -403,9 +437,11 @@ struct SessionStateMachine {
                 if s.orderedPending == 0 {
                     s.headTicket = s.nextTicket
                 }
-                s.ordered.append(Slot(reply: nil, activates: nil))
+                let answer = Self.isAnswer(decoded)
+                s.ordered.append(Slot(reply: nil, activates: nil, answer: answer))
                 s.nextTicket += 1
                 s.orderedInFlight += 1
+                if answer { s.answersInFlight += 1 }
             }
             actions.append(.dispatch(ticket, request))
         }

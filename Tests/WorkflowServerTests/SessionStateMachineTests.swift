@@ -131,6 +131,29 @@ import WorkflowWire
         #expect(m.streamsChanged(count: 0).contains(.close))
     }
 
+    /// A worker's answers that follow each other run at once; anything after them waits for
+    /// them, and replies keep request order.
+    @Test func pipelinedAnswersRunTogetherAndWhatFollowsWaits() {
+        var m = SessionStateMachine(limits: Self.limits)
+        let lines = [
+            #"{"op":"complete","id":1,"task":"a/2/1","status":3}"#, #"{"op":"fail","id":2,"task":"b/2/1","error":"x"}"#,
+            #"{"op":"extend","id":3,"task":"c/2/1"}"#, #"{"op":"get","id":4,"run_id":"a"}"#,
+            #"{"op":"complete","id":5,"task":"d/2/1","status":3}"#,
+        ]
+        let a = m.bytesReceived(Array((lines.joined(separator: "\n") + "\n").utf8))
+        let first = dispatched(a)
+        #expect(first.map(\.1.id) == [.number("1"), .number("2"), .number("3")], "the three answers at once")
+        // Replies out of order are written in order.
+        #expect(written(m.replyReady(first[2].0, Array("r3\n".utf8))).isEmpty)
+        #expect(written(m.replyReady(first[1].0, Array("r2\n".utf8))).isEmpty)
+        let b = m.replyReady(first[0].0, Array("r1\n".utf8))
+        #expect(written(b) == ["r1\n", "r2\n", "r3\n"])
+        // Only now the get, alone; the answer after it waits for it.
+        #expect(dispatched(b).map(\.1.id) == [.number("4")])
+        let c = m.replyReady(dispatched(b)[0].0, Array("r4\n".utf8))
+        #expect(written(c) == ["r4\n"] && dispatched(c).map(\.1.id) == [.number("5")])
+    }
+
     @Test func workReplyActivatesTheWorkerWhenWrittenAfterEarlierReplies() {
         var m = SessionStateMachine(limits: Self.limits)
         let a = m.bytesReceived(Array("{\"op\":\"work\",\"status\":2}\n".utf8))
