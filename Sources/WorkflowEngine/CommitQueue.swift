@@ -110,8 +110,12 @@ final class CommitQueue: Sendable {
 
     private func commit(_ batch: [PendingCommit], afterBatch: @Sendable ([PendingCommit]) async -> Void) async {
         let started = ContinuousClock.now
+        // Tasks these updates open go to this instance's workers in the same transaction.
+        var updates = batch.map(\.update)
+        let reserved = core.tasks.reserve(&updates)
         do {
-            let outcomes = try await core.store.update(batch.map(\.update))
+            let outcomes = try await core.store.update(updates)
+            core.tasks.settle(reserved) { outcomes[$0] == .applied }
             state.withLock { $0.failures = 0 }
             var wroteEvents = false
             for (c, outcome) in zip(batch, outcomes) {
@@ -122,7 +126,7 @@ final class CommitQueue: Sendable {
                     core.counters.conflicts.add(1, ordering: .relaxed)
                 }
             }
-            let applied = zip(batch, outcomes).filter { $0.1 == .applied }.map(\.0.update)
+            let applied = zip(updates, outcomes).filter { $0.1 == .applied }.map(\.0)
             core.recentRuns.put(applied.lazy.map(\.run))
             core.committed(applied)
             if wroteEvents { core.relayWakeup.signal() }
@@ -132,6 +136,7 @@ final class CommitQueue: Sendable {
             }
             await afterBatch(batch)
         } catch {
+            core.tasks.settle(reserved) { _ in false }
             if Task.isCancelled {
                 for c in batch { c.done(nil) }
                 return

@@ -78,7 +78,7 @@ final class EngineCore: Sendable {
         self.tasks = TaskBroker(
             store: store, clock: clock, instanceID: configuration.instanceID,
             scanIntervalMilliseconds: Int64(configuration.taskScanMilliseconds), counters: taskCounters,
-            storeHealth: storeHealth)
+            storeHealth: storeHealth, logger: logger)
     }
 
     /// Updates this instance just committed (after the commit, before anyone is answered):

@@ -2,10 +2,11 @@ extension InMemoryWorkflowStore {
     static func taskKey(_ runID: String, _ version: Int64) -> String { runID + "\u{0}" + String(version) }
 
     /// Opens the task of `run` at its version, free at once (under the lock).
-    static func openTask(_ s: inout State, _ run: Run) {
+    static func openTask(_ s: inout State, _ run: Run, held: TaskHold? = nil) {
         s.tasks[taskKey(run.runID, run.version)] = TaskRecord(
             runID: run.runID, version: run.version, workflow: run.workflow, foreignID: run.foreignID, status: run.status,
-            attempt: 1, claim: 0, availableAt: run.updatedAt, holder: nil, doneClaim: nil, doneStatus: nil)
+            attempt: 1, claim: held == nil ? 0 : 1, availableAt: held?.deadline ?? run.updatedAt, holder: held?.holder,
+            doneClaim: nil, doneStatus: nil)
     }
 
     /// Applies an update's `closesTask` to the task at its expected version (under the lock;

@@ -104,7 +104,7 @@ public final class InMemoryWorkflowStore: WorkflowStore, RunCountingStore {
                     s.timeouts[tid]?.completed = true
                 }
                 Self.closeTask(&s, u)
-                if u.opensTask { Self.openTask(&s, u.run) }
+                if u.opensTask { Self.openTask(&s, u.run, held: u.opensHeld) }
                 if u.cancelPendingTimeouts {
                     for tid in s.timeoutsByRun[u.run.runID] ?? [] where s.pendingTimeouts.contains(tid) {
                         s.pendingTimeouts.remove(tid)

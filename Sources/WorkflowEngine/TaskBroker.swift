@@ -30,6 +30,7 @@ final class TaskBroker: Sendable {
     private let instanceID: String
     private let counters: Counters
     private let storeHealth: StoreHealth
+    private let logger: Logger
 
     /// Counters for metrics; updated from any thread.
     final class Counters: Sendable {
@@ -43,8 +44,9 @@ final class TaskBroker: Sendable {
 
     init(
         store: any WorkflowStore, clock: any WorkflowClock, instanceID: String, scanIntervalMilliseconds: Int64,
-        counters: Counters, storeHealth: StoreHealth
+        counters: Counters, storeHealth: StoreHealth, logger: Logger
     ) {
+        self.logger = logger
         self.store = store
         self.clock = clock
         self.instanceID = instanceID
@@ -61,6 +63,12 @@ final class TaskBroker: Sendable {
             s.deliver[id] = offer
             return id
         }
+        logger.debug(
+            "worker added",
+            metadata: [
+                "worker": "\(id)", "workflow": "\(spec.workflow)", "status": "\(spec.status)",
+                "max_in_flight": "\(spec.maxInFlight)",
+            ])
         return WorkerToken(id: id)
     }
 
@@ -69,10 +77,13 @@ final class TaskBroker: Sendable {
     }
 
     func removeWorker(_ token: WorkerToken) {
-        state.withLock { s in
+        let released = state.withLock { s -> Int in
+            let before = s.offers.releasing.count
             s.offers.removeWorker(token.id)
             s.deliver[token.id] = nil
+            return s.offers.releasing.count - before
         }
+        logger.debug("worker removed", metadata: ["worker": "\(token.id)", "tasks.released": "\(released)"])
         wakeup.signal()
     }
 
@@ -86,8 +97,51 @@ final class TaskBroker: Sendable {
 
     // MARK: News
 
+    /// Before a commit: the tasks these updates open go straight to ready workers here with
+    /// room (`RunUpdate.opensHeld`), saving a claim after the commit. Returns the reservations
+    /// by index, for `settle`.
+    func reserve(_ updates: inout [RunUpdate]) -> [(index: Int, worker: Int, task: ExternalTask)] {
+        guard updates.contains(where: \.opensTask) else { return [] }
+        let now = clock.now()
+        return state.withLock { s in
+            guard s.offers.workerCount > 0 else { return [] }
+            var out: [(Int, Int, ExternalTask)] = []
+            s.claimSeq += 1
+            let holder = "\(instanceID)#\(s.claimSeq)"
+            for i in updates.indices where updates[i].opensTask {
+                guard let (worker, task) = s.offers.reserve(updates[i].run, now: now) else { continue }
+                updates[i].opensHeld = TaskHold(holder: holder, deadline: task.deadline)
+                out.append((i, worker, task))
+            }
+            return out
+        }
+    }
+
+    /// The commit of reserved tasks is known: deliver the committed ones to their workers.
+    func settle(_ reservations: [(index: Int, worker: Int, task: ExternalTask)], committed: (Int) -> Bool) {
+        guard !reservations.isEmpty else { return }
+        var deliveries: [(Offer, ExternalTask)] = []
+        var releasing = false
+        state.withLock { s in
+            for r in reservations {
+                let ok = committed(r.index)
+                if s.offers.settle(r.task, committed: ok), let offer = s.deliver[r.worker] {
+                    deliveries.append((offer, r.task))
+                } else if ok {
+                    releasing = true
+                }
+            }
+        }
+        for (offer, task) in deliveries {
+            counters.offered.add(1, ordering: .relaxed)
+            counters.wait.observe(milliseconds: 0)
+            offer([task])
+        }
+        if releasing { wakeup.signal() }
+    }
+
     /// Updates this instance committed: tasks they closed free their workers here; tasks they
-    /// opened are offered at once.
+    /// opened (and did not hand over in the transaction) are offered at once.
     func committed(_ updates: some Sequence<RunUpdate>) {
         var wake = false
         state.withLock { s in
@@ -96,7 +150,7 @@ final class TaskBroker: Sendable {
                     s.offers.closed(runID: u.run.runID, version: u.expectedVersion)
                     wake = true
                 }
-                if u.opensTask {
+                if u.opensTask && u.opensHeld == nil {
                     wake = s.offers.offerable(runID: u.run.runID, version: u.run.version, status: u.run.status, workflow: u.run.workflow) || wake
                 }
             }
@@ -223,9 +277,18 @@ final class TaskBroker: Sendable {
             let tasks = claimed.map { ExternalTask(claim: $0.claim, run: $0.run, attempt: $0.attempt, deadline: $0.deadline) }
             for c in claimed { counters.wait.observe(milliseconds: Double(max(0, now.milliseconds - c.freeSince.milliseconds))) }
             let deliveries = state.withLock { s in
-                s.offers.claimed(request, tasks).compactMap { a in s.deliver[a.worker].map { ($0, a.tasks) } }
+                s.offers.claimed(request, tasks).compactMap { a in s.deliver[a.worker].map { ($0, a.worker, a.tasks) } }
             }
-            for (offer, tasks) in deliveries {
+            if logger.logLevel <= .debug {
+                logger.debug(
+                    "tasks claimed",
+                    metadata: [
+                        "status": "\(key.status)", "asked": "\(ids.count)", "claimed": "\(tasks.count)",
+                        "given": "\(deliveries.map { "w\($0.1):\($0.2.count)" }.joined(separator: ","))",
+                        "scan": "\(request.runIDs == nil)",
+                    ])
+            }
+            for (offer, _, tasks) in deliveries {
                 counters.offered.add(tasks.count, ordering: .relaxed)
                 offer(tasks)
             }

@@ -345,6 +345,46 @@ struct TaskOffers {
         return out.keys.sorted().map { ($0, out[$0]!) }
     }
 
+    // MARK: Handing over in the transaction
+
+    /// A run about to enter (or be resumed in) an external status in a commit of this
+    /// instance: if a ready worker here has room, the task is handed to it in that very
+    /// transaction (claim 1, held until `now` + its lease) and is held here from now on.
+    /// Returns the worker and the task; `settle` delivers it or takes it back.
+    mutating func reserve(_ run: Run, now: Timestamp) -> (worker: Int, task: ExternalTask)? {
+        let key = GroupKey(workflow: run.workflow, status: run.status)
+        guard let g = groups[key], held[run.runID] == nil else { return nil }
+        let chosen = g.workers.compactMap { workers[$0] }.filter { $0.room > 0 }
+            .min { ($0.lastServed, $0.id) < ($1.lastServed, $1.id) }
+        guard let w = chosen else { return nil }
+        let task = ExternalTask(
+            claim: TaskClaim(runID: run.runID, version: run.version, claim: 1), run: run, attempt: 1,
+            deadline: now.adding(milliseconds: w.spec.leaseMilliseconds))
+        serveCounter += 1
+        workers[w.id]!.held.insert(run.runID)
+        workers[w.id]!.lastServed = serveCounter
+        held[run.runID] = Held(worker: w.id, task: task)
+        handled.insert(run.runID, run.version)
+        return (w.id, task)
+    }
+
+    /// The commit of a reserved task is known: committed, it is its worker's (true: deliver it
+    /// unless the worker left meanwhile, then it is released); not committed, it never existed.
+    mutating func settle(_ task: ExternalTask, committed: Bool) -> Bool {
+        let runID = task.claim.runID
+        guard let h = held[runID], h.task.claim == task.claim else {
+            // Its worker left after the reservation: what was committed must be freed.
+            if committed {
+                releasing.append(Release(claim: task.claim, group: GroupKey(workflow: task.run.workflow, status: task.run.status)))
+            }
+            return false
+        }
+        if committed { return true }
+        held[runID] = nil
+        workers[h.worker]?.held.remove(runID)
+        return false
+    }
+
     // MARK: Answers
 
     /// The task of `claim` was answered (or its run moved on): its worker has room again.

@@ -32,6 +32,16 @@ public struct TaskClaim: Sendable, Hashable, CustomStringConvertible {
     public var idempotencyKey: String { "\(runID):\(version)" }
 }
 
+/// A task opened already held: by whom and until when (`RunUpdate.opensHeld`).
+public struct TaskHold: Sendable, Equatable {
+    public var holder: String
+    public var deadline: Timestamp
+    public init(holder: String, deadline: Timestamp) {
+        self.holder = holder
+        self.deadline = deadline
+    }
+}
+
 /// How an update ends the open task of the step at its `expectedVersion`.
 public enum TaskClose: Sendable, Equatable {
     /// The run leaves the status (or stops running) some other way: a timeout, a callback,

@@ -84,6 +84,9 @@ public struct RunUpdate: Sendable {
     public var closesTask: TaskClose?
     /// The run enters (or is resumed in) an external status: open the task of `run.version`.
     public var opensTask: Bool
+    /// With `opensTask`: the task goes straight to a worker of this instance, claimed (claim 1)
+    /// by `holder` until `deadline`, in the same transaction — no claim round trip after it.
+    public var opensHeld: TaskHold?
 
     public init(
         run: Run, expectedVersion: Int64, cancelPendingTimeouts: Bool = false,
@@ -102,6 +105,7 @@ public struct RunUpdate: Sendable {
         self.emitsEvent = emitsEvent
         self.closesTask = closesTask
         self.opensTask = opensTask
+        self.opensHeld = nil
     }
 
     /// The claim this update is conditional on (a worker's `complete` or `fail`), if any.

@@ -15,7 +15,7 @@ extension MariaDBWorkflowStore {
             var results: [CreateRunResult] = []
             results.reserveCapacity(batch.count)
             var created: [String] = []
-            var opening: [Run] = []
+            var opening: [(run: Run, held: TaskHold?)] = []
             var timeoutRows: [[SQLValue]] = []
             // Up to 64 runs (and 4 MiB) in one multi-row INSERT, in pieces whose sizes are
             // powers of two so few statements are prepared; if the unique key on unfinished runs
@@ -33,7 +33,7 @@ extension MariaDBWorkflowStore {
                     if case .created(let run) = result {
                         created.append(run.runID)
                         timeoutRows += new.timeouts.map { Self.timeoutRow(run, $0, now: run.createdAt) }
-                        if new.opensTask { opening.append(run) }
+                        if new.opensTask { opening.append((run, nil)) }
                     }
                     results.append(result)
                 }
@@ -291,14 +291,14 @@ extension MariaDBWorkflowStore {
         var cancelling: [String] = []
         var timeoutRows: [[SQLValue]] = []
         var withdrawing: [String] = []
-        var opening: [Run] = []
+        var opening: [(run: Run, held: TaskHold?)] = []
         for u in applied {
             let run = u.run
             if u.emitsEvent { emitted.append(run.runID) }
             if u.cancelPendingTimeouts { cancelling.append(run.runID) }
             for t in u.newTimeouts { timeoutRows.append(timeoutRow(run, t, now: run.updatedAt)) }
             if u.closesTask == .withdraw { withdrawing.append(run.runID) }
-            if u.opensTask { opening.append(run) }
+            if u.opensTask { opening.append((run, u.opensHeld)) }
         }
         try withdrawTasks(c, runIDs: withdrawing)
         try openTasks(c, opening)

@@ -19,18 +19,20 @@ extension MariaDBWorkflowStore {
 
     // MARK: Inside record transactions
 
-    /// Opens a free task for each run at its current version.
-    static func openTasks(_ c: MariaDBConnection, _ runs: [Run]) throws {
+    /// Opens a task for each run at its current version: free, or already held (claim 1) when
+    /// the update hands it to a worker of this instance.
+    static func openTasks(_ c: MariaDBConnection, _ runs: [(run: Run, held: TaskHold?)]) throws {
         guard !runs.isEmpty else { return }
         try insertRows(
             c,
             prefix:
-                "INSERT INTO workflow_tasks (run_id, version, workflow_name, foreign_id, status, attempt, claim, available_at, free_since, created_at)",
-            tuple: "(?, ?, ?, ?, ?, 1, 0, ?, ?, ?)",
-            rows: runs.map { r in
+                "INSERT INTO workflow_tasks (run_id, version, workflow_name, foreign_id, status, attempt, claim, available_at, holder, free_since, created_at)",
+            tuple: "(?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)",
+            rows: runs.map { r, held in
                 [
                     .text(r.runID), .int(r.version), .text(r.workflow), .text(r.foreignID), .int(r.status),
-                    .timestamp(r.updatedAt), .timestamp(r.updatedAt), .timestamp(r.updatedAt),
+                    .int(held == nil ? 0 : 1), .timestamp(held?.deadline ?? r.updatedAt), .optionalText(held?.holder),
+                    .timestamp(r.updatedAt), .timestamp(r.updatedAt),
                 ]
             })
     }

@@ -91,10 +91,45 @@ final class Connection {
             run(machine.bytesReceived(UnsafeRawBufferPointer(start: base, count: nread)))
         } else if nread == Int(UV_EOF.rawValue) {
             stopReading()
-            run(machine.inputEnded())
+            // End of input is either a half-close (the peer shut its writing side and still
+            // reads: pending replies and its streams go on) or the peer closing for good.
+            // POLLHUP tells them apart on a Unix socket; a worker or subscriber that vanished
+            // must not keep its tasks or its place.
+            if peerHungUp() {
+                run(machine.connectionFailed())
+            } else {
+                run(machine.inputEnded())
+                if !handleClosed { watchForHangUp() }
+            }
         } else if nread < 0 {
             logger.debug("read failed", metadata: ["uv.error": "\(uvErrorName(Int32(nread)))"])
             run(machine.connectionFailed())
+        }
+    }
+
+    /// Whether the peer has closed its end completely (not just shut its writing side). A
+    /// zero-timeout poll of this connection's descriptor: it never blocks the loop.
+    private func peerHungUp() -> Bool {
+        var fd = uv_os_fd_t()
+        guard uv_fileno(asHandle(handle), &fd) == 0 else { return true }
+        var p = pollfd(fd: Int32(fd), events: 0, revents: 0)
+        guard poll(&p, 1, 0) >= 0 else { return false }
+        return p.revents & Int16(POLLHUP | POLLERR) != 0
+    }
+
+    private var hangUpTimer: LoopTimer?
+
+    /// After a half-close nothing more is read, so a later full close would go unnoticed while
+    /// nothing is written (an idle worker, a quiet subscription): look once a second.
+    private func watchForHangUp() {
+        hangUpTimer = LoopTimer(loop: core.loop, milliseconds: 1_000) { [weak self] in
+            guard let self, !self.handleClosed else { return }
+            self.hangUpTimer = nil
+            if self.peerHungUp() {
+                self.run(self.machine.connectionFailed())
+            } else {
+                self.watchForHangUp()
+            }
         }
     }
 
@@ -181,6 +216,8 @@ final class Connection {
     private func closeHandle() {
         guard !handleClosed else { return }
         handleClosed = true
+        hangUpTimer?.cancel()
+        hangUpTimer = nil
         reading = false
         pendingOut = []
         core.connectionClosed(self)

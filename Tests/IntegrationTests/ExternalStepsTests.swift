@@ -49,6 +49,10 @@ struct ExternalStepsTests {
         }
 
         var queued: Int { frames.count }
+
+        /// Ends the connection as a vanished process would (both directions; the descriptor is
+        /// closed when the object goes).
+        func hangUp() { shutdown(line.fd, Int32(SHUT_RDWR)) }
     }
 
     static func task(_ frame: JSON) -> (id: String, runID: String, json: JSON) {
@@ -301,6 +305,35 @@ struct ExternalStepsTests {
             #expect(try other.call(#"{"op":"complete","task":"\#(id)","status":"PaymentProcessed"}"#)["ok"] == .bool(true))
             let metrics = try c.call(#"{"op":"metrics"}"#)["metrics"]?.stringValue ?? ""
             #expect(metrics.contains("workflowd_tasks_expired_total 1"), "\(metrics.prefix(200))")
+        }
+    }
+
+    /// A worker that goes away without `unwork` (its process exits, its socket closes) loses its
+    /// tasks at once, not at their deadline; so does one that half-closed first and closes later.
+    @Test func aWorkerWhoseConnectionClosesLosesItsTasksAtOnce() async throws {
+        try await withServer(env: Self.env) { server, _ in
+            let c = try server.client()
+            let gone = try WorkerConnection(server)
+            _ = try gone.call(#"{"op":"work","status":"OrderValidated","lease_ms":600000}"#)
+            try submitOrder(c, "ext-gone-1")
+            let (_, run1, _) = Self.task(try gone.nextTask())
+            let other = try WorkerConnection(server)
+            _ = try other.call(#"{"op":"work","status":"OrderValidated","max_in_flight":2,"lease_ms":600000}"#)
+            let started = Date()
+            gone.hangUp()
+            #expect(Self.task(try other.nextTask(timeout: 10)).runID == run1)
+            #expect(Date().timeIntervalSince(started) < 5, "offered again long before the 10-minute deadline")
+            // Half-closed (it still reads), then closed for good a moment later.
+            let half = try WorkerConnection(server)
+            _ = try half.call(#"{"op":"work","status":"OrderValidated","lease_ms":600000}"#)
+            try submitOrder(c, "ext-gone-2")
+            let (_, run2, _) = Self.task(try half.nextTask())
+            half.line.shutdownWrite()
+            #expect(try Self.stats(server)["OrderValidated"]?["workers"] == .number("2"), "a half-close keeps the worker")
+            half.hangUp()
+            #expect(Self.task(try other.nextTask(timeout: 10)).runID == run2)
+            try await Self.waitForTasks(server, "OrderValidated", waiting: 0, held: 2)
+            #expect(try Self.stats(server)["OrderValidated"]?["workers"] == .number("1"))
         }
     }
 
