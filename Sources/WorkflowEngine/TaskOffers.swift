@@ -353,7 +353,14 @@ struct TaskOffers {
     /// Returns the worker and the task; `settle` delivers it or takes it back.
     mutating func reserve(_ run: Run, now: Timestamp) -> (worker: Int, task: ExternalTask)? {
         let key = GroupKey(workflow: run.workflow, status: run.status)
-        guard let g = groups[key], held[run.runID] == nil else { return nil }
+        guard let g = groups[key] else { return nil }
+        if let h = held[run.runID] {
+            // The task this very update answers or closes (the step before): it is done with
+            // once the commit is (and if the commit fails, its deadline brings it back).
+            guard h.task.claim.version < run.version else { return nil }
+            held[run.runID] = nil
+            workers[h.worker]?.held.remove(run.runID)
+        }
         let chosen = g.workers.compactMap { workers[$0] }.filter { $0.room > 0 }
             .min { ($0.lastServed, $0.id) < ($1.lastServed, $1.id) }
         guard let w = chosen else { return nil }

@@ -120,14 +120,16 @@ struct WorkflowdBench: AsyncParsableCommand {
                     server, db, dbServer, label: label, total: orders, concurrency: c, gatewayMs: 0, runTag: runTag)
                 workers.stop()
                 let dispatch = Percentiles(workers.dispatchMs.withLock { $0 })
+                let hop = Percentiles(workers.hopMs.withLock { $0 })
                 let e = workers.errors.withLock { $0 }
                 result.taskDispatchMs = dispatch
+                result.taskHopMs = hop
                 result.errors += e.count
                 result.firstError = result.firstError ?? e.first
                 progress(
                     String(
-                        format: "  task dispatch (complete's reply → next task) p50 %.2f ms p99 %.2f ms over %d tasks; worker errors %d",
-                        dispatch.p50, dispatch.p99, dispatch.count, e.count))
+                        format: "  task dispatch (complete's reply → next task) p50 %.2f ms p99 %.2f ms over %d tasks; hop (complete sent → next task) p50 %.2f ms p99 %.2f ms; worker errors %d",
+                        dispatch.p50, dispatch.p99, dispatch.count, hop.p50, hop.p99, e.count))
                 report.external.append(result)
             }
         }

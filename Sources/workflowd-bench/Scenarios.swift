@@ -148,6 +148,8 @@ struct OrdersResult: Sendable {
     var db: DBCost?
     /// External steps: from a run entering PaymentProcessed to its task frame (see BenchWorkers).
     var taskDispatchMs: Percentiles?
+    /// External steps: from sending the payment's `complete` to receiving the fulfilment task.
+    var taskHopMs: Percentiles?
 
     var cpuMsPerOrder: Double { completed > 0 ? serverCPUSeconds * 1000 / Double(completed) : .nan }
 }
@@ -370,13 +372,17 @@ func runFanout(socket path: String, prefix: String, subscribers: Int, orders: In
 ///
 /// Dispatch time is measured on PaymentProcessed, whose tasks start with a `complete` of this
 /// bench: from the reply to the payment's `complete` (the transition into PaymentProcessed has
-/// committed) to the arrival of that run's fulfilment task (0 when the task came first).
+/// committed) to the arrival of that run's fulfilment task (0 when the task came first, as it
+/// does when the server hands it over in the answer's own transaction). The whole hop, from
+/// sending the payment's `complete` to receiving the fulfilment task, includes that commit.
 final class BenchWorkers: @unchecked Sendable {  // shared state behind `Locked`; sockets are each used by one thread
     private let sockets: [LineSocket]
     private let group = DispatchGroup()
     private let paidAt = Locked<[String: UInt64]>([:])
     private let taskAt = Locked<[String: UInt64]>([:])
+    private let sentAt = Locked<[String: UInt64]>([:])
     let dispatchMs = Locked<[Double]>([])
+    let hopMs = Locked<[Double]>([])
     let answered = Locked(0)
     let errors = Locked<(count: Int, first: String?)>((0, nil))
 
@@ -406,7 +412,7 @@ final class BenchWorkers: @unchecked Sendable {  // shared state behind `Locked`
                 if let task = Self.string(after: #""task":""#, in: line), let run = Self.string(after: #""run_id":""#, in: line),
                     scanValue(line, key: "ok") == nil
                 {
-                    if !payment { noteTask(run) }
+                    if payment { sentAt.withLock { $0[run] = monoNanos() } } else { noteTask(run) }
                     pending[nextID] = run
                     try? s.send(#"{"op":"complete","id":\#(nextID),"task":"\#(task)","status":"\#(next)"}"# + "\n")
                     nextID += 1
@@ -442,8 +448,11 @@ final class BenchWorkers: @unchecked Sendable {  // shared state behind `Locked`
 
     private func noteTask(_ run: String) {
         let now = monoNanos()
+        if let sent = sentAt.withLock({ $0.removeValue(forKey: run) }) {
+            hopMs.withLock { $0.append(now > sent ? Double(now - sent) / 1e6 : 0) }
+        }
         if let t = paidAt.withLock({ $0.removeValue(forKey: run) }) {
-            dispatchMs.withLock { $0.append(Double(now - t) / 1e6) }
+            dispatchMs.withLock { $0.append(now > t ? Double(now - t) / 1e6 : 0) }
         } else {
             taskAt.withLock { $0[run] = now }
         }

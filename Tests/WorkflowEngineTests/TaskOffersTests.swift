@@ -153,3 +153,40 @@ import Testing
         for bad in ["", "r", "r/1", "r/x/1", "r/1/0", "/1/1", "r/0/1"] { #expect(TaskClaim(text: bad) == nil, "\(bad)") }
     }
 }
+
+extension TaskOffersTests {
+    /// The answer that moves a run into the next external status hands that status's task to a
+    /// worker in the same commit, although the run's previous task is still held until then.
+    @Test func theNextStepsTaskIsHandedOverInTheCommitOfTheAnswer() {
+        var o = TaskOffers()
+        let payer = o.addWorker(spec())
+        let shipper = o.addWorker(WorkerSpec(workflow: "w", status: 3, maxInFlight: 1, leaseMilliseconds: 10_000))
+        _ = o.setReady(payer, true)
+        _ = o.setReady(shipper, true)
+        _ = o.offerable(runID: "r1", version: 2, status: 2, workflow: "w")
+        let plan = o.plan(now: Self.t0).first { $0.group == Self.key }!
+        _ = o.claimed(plan, [task("r1")])
+        var next = task("r1", version: 3).run
+        next.status = 3
+        let reserved = o.reserve(next, now: Self.t0)
+        #expect(reserved?.worker == shipper && reserved?.task.claim == TaskClaim(runID: "r1", version: 3, claim: 1))
+        #expect(reserved?.task.deadline == Self.t0.adding(milliseconds: 10_000))
+        #expect(o.workers[payer]?.held.isEmpty == true, "the answered task no longer counts")
+        let ok = o.settle(reserved!.task, committed: true)
+        #expect(ok && o.heldTask(reserved!.task.claim)?.worker == shipper)
+        // A second run finds the shipper full: its task is left for a claim.
+        var other = task("r2", version: 3).run
+        other.status = 3
+        #expect(o.reserve(other, now: Self.t0) == nil)
+    }
+
+    @Test func aReservationWhoseCommitFailedIsForgotten() {
+        var o = TaskOffers()
+        let w = o.addWorker(spec())
+        _ = o.setReady(w, true)
+        let reserved = o.reserve(task("r1").run, now: Self.t0)!
+        #expect(o.workers[w]?.room == 0)
+        let delivered = o.settle(reserved.task, committed: false)
+        #expect(!delivered && o.workers[w]?.room == 1 && o.heldTask(reserved.task.claim) == nil)
+    }
+}
