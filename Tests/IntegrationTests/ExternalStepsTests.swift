@@ -358,6 +358,32 @@ struct ExternalStepsTests {
         }
     }
 
+    /// `health` turns `external` unhealthy when runs wait longer than the alert with no worker,
+    /// and healthy again once a worker takes them.
+    @Test func healthReportsAnExternalStatusThatNobodyWorksOn() async throws {
+        try await withServer(env: Self.env, arguments: ["--task-wait-alert", "300ms"]) { server, _ in
+            let c = try server.client()
+            #expect(try c.call(#"{"op":"health"}"#)["checks"]?["external"]?["ok"] == .bool(true), "nothing waits yet")
+            try submitOrder(c, "ext-health")
+            try await Self.waitForTasks(server, "OrderValidated", waiting: 1, held: 0)
+            var check: JSON = .null
+            let deadline = Date().addingTimeInterval(20)
+            while Date() < deadline {
+                check = try c.call(#"{"op":"health"}"#)["checks"]?["external"] ?? .null
+                if check["ok"] == .bool(false) { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(check["ok"] == .bool(false), "\(check)")
+            #expect(check["detail"]?.stringValue?.hasPrefix("OrderValidated: 1 run(s) waiting") == true, "\(check)")
+            #expect(try c.call(#"{"op":"health"}"#)["healthy"] == .bool(false))
+            let w = try WorkerConnection(server)
+            _ = try w.call(#"{"op":"work","status":"OrderValidated"}"#)
+            _ = try w.nextTask()
+            try await Self.waitForTasks(server, "OrderValidated", waiting: 0, held: 1)
+            #expect(try c.call(#"{"op":"health"}"#)["checks"]?["external"]?["ok"] == .bool(true))
+        }
+    }
+
     // MARK: - Worker processes
 
     /// `workflowctl work STATUS -- COMMAND` as a process of its own (its stderr names each task).
