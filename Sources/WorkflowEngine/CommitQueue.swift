@@ -96,7 +96,7 @@ final class CommitQueue: Sendable {
                         await Task.yield()
                         continue
                     }
-                    await wakeup.wait(milliseconds: 1_000)
+                    await wakeup.wait()  // submit, close and each finished batch signal
                     continue
                 }
                 group.addTask {

@@ -13,6 +13,12 @@ final class EngineCore: Sendable {
     let logger: Logger
     /// Wakes the relay: a local transaction just wrote outbox rows.
     let relayWakeup = Wakeup()
+    /// Wakes the timeout poller: a local commit scheduled a timeout or retry earlier than it
+    /// planned to look, or leases moved.
+    let pollerWakeup = Wakeup()
+    /// The earliest time the poller means to look next (nil: when signalled).
+    let pollerNextLook = Mutex<Timestamp?>(nil)
+    let retentionWakeup = Wakeup()
     /// Fired when a graceful stop begins.
     let stopRequested = OneShot()
     let counters = Counters()
@@ -84,8 +90,21 @@ final class EngineCore: Sendable {
     /// Updates this instance just committed (after the commit, before anyone is answered):
     /// the task broker learns which tasks they closed and opened.
     func committed(_ updates: [RunUpdate]) {
+        scheduled(updates.lazy.flatMap(\.newTimeouts).map(\.expireAt).min())
         guard updates.contains(where: { $0.closesTask != nil || $0.opensTask }) else { return }
         tasks.committed(updates)
+    }
+
+    /// A commit of this instance created a timeout or retry due at `at`: the poller looks then,
+    /// if it meant to look later.
+    func scheduled(_ at: Timestamp?) {
+        guard let at else { return }
+        let earlier = pollerNextLook.withLock { next -> Bool in
+            guard next.map({ at < $0 }) ?? true else { return false }
+            next = at
+            return true
+        }
+        if earlier { pollerWakeup.signal() }
     }
 
     func isExternal(workflow: String, status: Int) -> Bool { definitions[workflow]?.isExternal(status) ?? false }

@@ -82,7 +82,10 @@ final class EventDispatcher: Sendable {
                     // a transaction that would most often find the outbox empty.
                     if events.count == config.relayBatchSize { continue }
                     if finishing && events.isEmpty { return }
-                    await core.relayWakeup.wait(milliseconds: config.relayIdleMilliseconds)
+                    // Other instances' rows can only be found by looking; alone, every row is
+                    // this instance's and its commit signals (so do leases moving).
+                    await core.relayWakeup.wait(
+                        milliseconds: leases.othersLive ? config.relayIdleMilliseconds : config.idleBackstopMilliseconds)
                 } else {
                     let after = knownHead
                     let events = try await core.store.events(after: after, filter: EventFilter(), limit: config.relayBatchSize)

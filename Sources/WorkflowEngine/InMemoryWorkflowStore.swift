@@ -31,6 +31,7 @@ public final class InMemoryWorkflowStore: WorkflowStore, RunCountingStore {
         /// Tasks of external steps by "runID\0version".
         var tasks: [String: TaskRecord] = [:]
         var failingUpdates = 0
+        var leaseReads = 0
         var updateCalls = 0
         var lookupCalls = 0
     }
@@ -257,6 +258,10 @@ public final class InMemoryWorkflowStore: WorkflowStore, RunCountingStore {
         }
     }
 
+    public func nextTimeout(after now: Timestamp) async throws -> Timestamp? {
+        state.withLock { s in s.pendingTimeouts.compactMap { s.timeouts[$0]?.expireAt }.filter { $0 > now }.min() }
+    }
+
     public func timeouts(runID: String) async throws -> [TimeoutRecord] {
         state.withLock { s in (s.timeoutsByRun[runID] ?? []).compactMap { s.timeouts[$0] } }
     }
@@ -301,6 +306,27 @@ public final class InMemoryWorkflowStore: WorkflowStore, RunCountingStore {
     }
 
     public func lease(_ name: String) async throws -> Lease? { state.withLock { $0.leases[name] } }
+
+    public func leases() async throws -> [Lease] {
+        state.withLock { s in
+            s.leaseReads += 1
+            return s.leases.values.sorted { $0.name < $1.name }
+        }
+    }
+
+    public func acquireLeases(_ names: [String], holder: String, now: Timestamp, ttlMilliseconds: Int64) async throws
+        -> Set<String>
+    {
+        var held: Set<String> = []
+        for name in names where try await acquireLease(name, holder: holder, now: now, ttlMilliseconds: ttlMilliseconds) != nil {
+            held.insert(name)
+        }
+        return held
+    }
+
+    public func releaseLeases(_ names: [String], holder: String) async throws {
+        for name in names { try await releaseLease(name, holder: holder) }
+    }
 
     // MARK: RetentionStore
 

@@ -7,7 +7,7 @@ import Synchronization
 /// batch is its own transaction, so a half-done pass leaves nothing half-done behind).
 final class RetentionJob: Sendable {
     private let core: EngineCore
-    let wakeup = Wakeup()
+    var wakeup: Wakeup { core.retentionWakeup }
     /// Totals since start, for metrics and tests.
     let runsDeleted = Atomic<Int>(0)
     let eventsDeleted = Atomic<Int>(0)
@@ -20,7 +20,8 @@ final class RetentionJob: Sendable {
         let pruner = Pruner(store: core.store, policy: policy)
         while !core.isStopping, !Task.isCancelled {
             guard leases.holds(LeaseKeeper.retention) else {
-                await wakeup.wait(milliseconds: 250)
+                // Woken when leases move; the timeout is only a backstop.
+                await wakeup.wait(milliseconds: 5_000)
                 continue
             }
             do {

@@ -48,6 +48,9 @@ final class StepConsumer: Sendable {
         var cursorWritten: Int64 = 0
         var cursorBusy = false
         var lastCursorWrite = ContinuousClock.now
+        /// Waiting with nothing to do and its cursor written: a range that moves the position
+        /// (events of other statuses pass by) wakes it once, so the cursor follows.
+        var parkedIdle = false
 
         var inboxCount: Int { inbox.count - inboxHead }
 
@@ -102,7 +105,12 @@ final class StepConsumer: Sendable {
                 s.parked.append((from, to, events))
                 return false
             }
-            return s.apply(from: from, to: to, events: events, maxBuffered: maxBuffered)
+            var wake = s.apply(from: from, to: to, events: events, maxBuffered: maxBuffered)
+            if s.parkedIdle, s.lowWater > s.cursorWritten {
+                s.parkedIdle = false
+                wake = true
+            }
+            return wake
         }
         if wake { wakeup.signal() }
     }
@@ -139,7 +147,8 @@ final class StepConsumer: Sendable {
                         s.waitingOnStep = [:]
                     }
                 }
-                await wakeup.wait(milliseconds: 250)
+                // Woken when leases move; the timeout is only a backstop.
+                await wakeup.wait(milliseconds: 5_000)
                 continue
             }
             if !state.withLock({ $0.active }) {
@@ -194,7 +203,14 @@ final class StepConsumer: Sendable {
                 // the transitions). If a write is still due, come back when it may be made.
                 await flushCursor(force: false)
                 let due = state.withLock { $0.active && $0.lowWater > $0.cursorWritten }
-                await wakeup.wait(milliseconds: due ? config.cursorFlushMilliseconds : 1_000)
+                // Nothing to do: events are pushed (and signal), so an idle consumer costs nothing.
+                if due {
+                    await wakeup.wait(milliseconds: config.cursorFlushMilliseconds)
+                } else {
+                    state.withLock { $0.parkedIdle = true }
+                    await wakeup.wait()
+                    state.withLock { $0.parkedIdle = false }
+                }
                 continue
             }
             await process(batch, epoch: epoch, group: &group, commits: commits)

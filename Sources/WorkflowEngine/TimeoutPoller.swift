@@ -9,7 +9,7 @@ import Synchronization
 final class TimeoutPoller: Sendable {
     private let core: EngineCore
     private let inFlight = Mutex<Set<Int64>>([])
-    let wakeup = Wakeup()
+    var wakeup: Wakeup { core.pollerWakeup }
 
     init(core: EngineCore) { self.core = core }
 
@@ -20,7 +20,8 @@ final class TimeoutPoller: Sendable {
             group.addTask { await commits.run(afterBatch: { _ in }) }
             while !core.isStopping, !Task.isCancelled {
                 guard leases.holds(LeaseKeeper.poller) else {
-                    await wakeup.wait(milliseconds: 250)
+                    // Woken when leases move; the timeout is only a backstop.
+                    await wakeup.wait(milliseconds: 5_000)
                     continue
                 }
                 let busy = inFlight.withLock { $0 }
@@ -30,22 +31,42 @@ final class TimeoutPoller: Sendable {
                     continue
                 }
                 let started = ContinuousClock.now
+                var next: Timestamp?
                 do {
+                    let now = core.clock.now()
+                    // Looking now: a commit that schedules something from here on signals.
+                    core.pollerNextLook.withLock { $0 = nil }
                     let limit = capacity + busy.count
-                    let due = try await core.store.dueTimeouts(now: core.clock.now(), limit: limit)
+                    let due = try await core.store.dueTimeouts(now: now, limit: limit)
                     let fresh = Array(due.filter { !busy.contains($0.id) }.prefix(capacity))
                     if !fresh.isEmpty { try await fire(fresh, group: &group, commits: commits) }
                     if due.count == limit, !fresh.isEmpty { continue }
+                    if due.count < limit { next = try await core.store.nextTimeout(after: now) }
                 } catch {
                     core.storeHealth.failed("polling timeouts", error, started: started)
                 }
-                await wakeup.wait(milliseconds: config.timeoutPollMilliseconds)
+                await waitForNext(next, others: leases.othersLive)
             }
             while !inFlight.withLock({ $0.isEmpty }), !Task.isCancelled {
                 await wakeup.wait(milliseconds: 100)
             }
             commits.close()
         }
+    }
+
+    /// Waits until the next known due time, a local commit scheduling an earlier one (it
+    /// signals), or — when other instances share the database, whose timeouts this one cannot
+    /// hear about — `timeoutPollMilliseconds` at most. Alone and with nothing scheduled, it
+    /// waits for a signal (`idleBackstopMilliseconds` at most): an idle instance does not poll.
+    private func waitForNext(_ next: Timestamp?, others: Bool) async {
+        let now = core.clock.now()
+        let planned = core.pollerNextLook.withLock { look -> Timestamp? in
+            if let next, look.map({ next < $0 }) ?? true { look = next }
+            return look
+        }
+        let cap = others ? core.configuration.timeoutPollMilliseconds : core.configuration.idleBackstopMilliseconds
+        let ms = planned.map { Int(clamping: max(1, $0.milliseconds - now.milliseconds)) } ?? cap
+        await wakeup.wait(milliseconds: min(ms, cap))
     }
 
     private func fire(_ due: [TimeoutRecord], group: inout DiscardingTaskGroup, commits: CommitQueue) async throws {

@@ -24,8 +24,14 @@ extension WorkflowEngine {
         /// Real time between reads of the event log by an instance that does not hold the relay
         /// lease. Default 50 ms.
         public var eventPollMilliseconds: Int = 50
-        /// Real time between queries for due timeouts and retries. Default 100 ms.
+        /// Real time between queries for due timeouts and retries while other instances share the
+        /// database (their timeouts cannot be heard of otherwise). Alone, the poller sleeps
+        /// until the next due time or a local commit's signal. Default 100 ms.
         public var timeoutPollMilliseconds: Int = 100
+        /// Real time an instance alone on its database waits, with nothing scheduled, before the
+        /// relay and the poller look again although nothing signalled them: a backstop, since
+        /// every change then comes from this instance's own commits. Default 60 000 ms.
+        public var idleBackstopMilliseconds: Int = 60_000
         /// Lease lifetime (by the injected clock). Default 10 000 ms.
         public var leaseTTLMilliseconds: Int64 = 10_000
         /// Real time between lease renewals; must be well under the TTL. Default 2 000 ms.

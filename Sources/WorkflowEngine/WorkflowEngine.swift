@@ -67,6 +67,14 @@ public final class WorkflowEngine: WorkflowService {
         self.core = core
         self.consumers = consumers
         self.leases = leases
+        // Parts waiting for a lease (or for others' work) look again as soon as leases move.
+        let toWake = consumers
+        leases.onChange { [core] in
+            for c in toWake { c.signal() }
+            core.relayWakeup.signal()
+            core.pollerWakeup.signal()
+            core.retentionWakeup.signal()
+        }
         self.dispatcher = EventDispatcher(core: core, leases: leases, consumers: consumers)
         self.poller = TimeoutPoller(core: core)
         self.retention = RetentionJob(core: core)
@@ -79,6 +87,7 @@ public final class WorkflowEngine: WorkflowService {
             // Remembered before any caller resumes, so the first step finds the run in memory.
             let created = results.compactMap { if case .created(let run) = $0 { run } else { nil } }
             recentRuns.put(created)
+            core.scheduled(batch.lazy.flatMap(\.timeouts).map(\.expireAt).min())
             if batch.contains(where: \.opensTask) {
                 let opened = Set(batch.filter(\.opensTask).map(\.run.runID))
                 tasks.created(created.filter { opened.contains($0.runID) })
@@ -132,8 +141,8 @@ public final class WorkflowEngine: WorkflowService {
 
     private func wakeEverything() {
         for c in consumers { c.signal() }
-        poller.wakeup.signal()
-        retention.wakeup.signal()
+        core.pollerWakeup.signal()
+        core.retentionWakeup.signal()
         core.relayWakeup.signal()
         leases.wakeup.signal()
         core.tasks.wake()

@@ -285,6 +285,8 @@ public protocol TimeoutStore: Sendable {
     func cancelTimeout(id: Int64) async throws -> Bool
     /// Pending (neither completed nor cancelled) timeouts with `expireAt <= now`, in insertion order.
     func dueTimeouts(now: Timestamp, limit: Int) async throws -> [TimeoutRecord]
+    /// The earliest `expireAt` of a pending timeout after `now`, if any.
+    func nextTimeout(after now: Timestamp) async throws -> Timestamp?
     /// Every timeout of a run, in insertion order.
     func timeouts(runID: String) async throws -> [TimeoutRecord]
 }
@@ -318,6 +320,13 @@ public protocol LeaseStore: Sendable {
     /// Gives the lease up if `holder` has it.
     @discardableResult func releaseLease(_ name: String, holder: String) async throws -> Bool
     func lease(_ name: String) async throws -> Lease?
+    /// Every lease row (a few dozen: roles, member slots, consumer partitions).
+    func leases() async throws -> [Lease]
+    /// Renews or takes each of `names` for `holder` (one that another holder keeps alive is not
+    /// taken) until `now + ttl`; returns the names `holder` holds afterwards.
+    func acquireLeases(_ names: [String], holder: String, now: Timestamp, ttlMilliseconds: Int64) async throws -> Set<String>
+    /// Gives up those of `names` that `holder` has.
+    func releaseLeases(_ names: [String], holder: String) async throws
 }
 
 // MARK: - Retention

@@ -50,14 +50,60 @@ extension MariaDBWorkflowStore {
         }
     }
 
+    public func leases() async throws -> [Lease] {
+        try await read("leases") { c in
+            try c.query("SELECT name, holder, expires_at, generation FROM workflow_leases ORDER BY name").map(Self.decodeLease)
+        }
+    }
+
+    public func acquireLeases(_ names: [String], holder: String, now: Timestamp, ttlMilliseconds: Int64) async throws
+        -> Set<String>
+    {
+        guard !names.isEmpty else { return [] }
+        let expires = now.adding(milliseconds: ttlMilliseconds)
+        // Each statement is conditional and atomic on its own (autocommit): renew ours or take
+        // expired ones; insert the names that have no row yet; read back what is ours. When the
+        // update matched every name — the steady state, renewing — the round ends there.
+        return try await writeOne("acquire leases") { c in
+            let (list, values) = Self.inList(names.map { .text($0) })
+            let matched = try c.execute(
+                """
+                UPDATE workflow_leases SET generation = IF(holder = ?, generation, generation + 1),
+                  holder = ?, expires_at = ? WHERE name IN \(list) AND (holder = ? OR expires_at <= ?)
+                """, [.text(holder), .text(holder), .timestamp(expires)] + values + [.text(holder), .timestamp(now)])
+            if matched.affectedRows == names.count { return Set(names) }
+            try Self.insertRows(
+                c, prefix: "INSERT IGNORE INTO workflow_leases (name, holder, expires_at, generation)", tuple: "(?, ?, ?, 1)",
+                rows: names.map { [.text($0), .text(holder), .timestamp(expires)] })
+            return Set(
+                try c.query(
+                    "SELECT name FROM workflow_leases WHERE name IN \(list) AND holder = ? AND expires_at = ?",
+                    values + [.text(holder), .timestamp(expires)]
+                ).map { try $0.string(0) })
+        }
+    }
+
+    public func releaseLeases(_ names: [String], holder: String) async throws {
+        guard !names.isEmpty else { return }
+        _ = try await writeOne("release leases") { c in
+            let (list, values) = Self.inList(names.map { .text($0) })
+            return try c.execute(
+                "UPDATE workflow_leases SET expires_at = '1970-01-01 00:00:00.000' WHERE name IN \(list) AND holder = ?",
+                values + [.text(holder)]
+            ).affectedRows
+        }
+    }
+
     public func lease(_ name: String) async throws -> Lease? {
         try await read("lease") { c in try Self.lease(c, name) }
     }
 
     static func lease(_ c: MariaDBConnection, _ name: String) throws -> Lease? {
         try c.query("SELECT name, holder, expires_at, generation FROM workflow_leases WHERE name = ?", [.text(name)])
-            .first.map { r in
-                Lease(name: try r.string(0), holder: try r.string(1), expiresAt: try r.timestamp(2), generation: try r.int(3))
-            }
+            .first.map(decodeLease)
+    }
+
+    static func decodeLease(_ r: SQLRow) throws -> Lease {
+        Lease(name: try r.string(0), holder: try r.string(1), expiresAt: try r.timestamp(2), generation: try r.int(3))
     }
 }

@@ -50,6 +50,16 @@ extension MariaDBWorkflowStore {
         }
     }
 
+    public func nextTimeout(after now: Timestamp) async throws -> Timestamp? {
+        try await read("next timeout") { c in
+            // idx_timeouts_due (completed, cancelled, expire_at): the first entry after `now`.
+            try c.query(
+                "SELECT MIN(expire_at) FROM workflow_timeouts WHERE completed = 0 AND cancelled = 0 AND expire_at > ?",
+                [.timestamp(now)]
+            ).first?.optionalTimestamp(0)
+        }
+    }
+
     public func timeouts(runID: String) async throws -> [TimeoutRecord] {
         try await read("timeouts") { c in
             try c.query(

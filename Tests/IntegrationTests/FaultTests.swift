@@ -338,10 +338,21 @@ struct FaultTests {
             defer { admin.shutdown() }
             try await admin.withConnection { try $0.executeText("SET GLOBAL max_connections = 10") }
             let fillerConfig = adminConfig
-            let fillers = try await onThread { () -> Unchecked<[MariaDBConnection]> in
-                var held: [MariaDBConnection] = []
-                while held.count < 20, let c = try? MariaDBConnection(configuration: fillerConfig) { held.append(c) }
-                return Unchecked(held)
+            // The fillers keep taking every slot workflowd frees (its connections live 1 s), so
+            // its next connection is refused however few it keeps open.
+            let fillers = Unchecked<[MariaDBConnection]>([])
+            let stopFilling = Unchecked(false)
+            let lock = NSLock()
+            let filling = Task.detached {
+                try? await onThread {
+                    while !lock.withLock({ stopFilling.value }) {
+                        if lock.withLock({ fillers.value.count }) < 40, let c = try? MariaDBConnection(configuration: fillerConfig) {
+                            lock.withLock { fillers.value.append(c) }
+                        } else {
+                            usleep(5_000)
+                        }
+                    }
+                }
             }
             var refused = 0
             var n = 0
@@ -356,12 +367,17 @@ struct FaultTests {
                 n += 1
                 try await Task.sleep(for: .milliseconds(50))
             }
+            // Long enough for the engine's own background calls (a lease round every 2 s) to
+            // meet the outage too: that is what logs it, once.
+            try await Task.sleep(for: .seconds(5))
+            lock.withLock { stopFilling.value = true }
+            _ = await filling.value
             #expect(refused >= 5, "the database never refused a connection")
             #expect(s.process.isRunning)
             #expect(try c.call(#"{"op":"ping"}"#)["ok"] == .bool(true))
             try await admin.withConnection { try $0.executeText("SET GLOBAL max_connections = 500") }
             print("FAULT-1040: \(fillers.value.count) root connections held the slots")
-            try await onThread { fillers.value.removeAll() }  // closes them
+            try await onThread { lock.withLock { fillers.value.removeAll() } }  // closes them
 
             // Back: new work is taken and everything finishes.
             let back = Date().addingTimeInterval(60)

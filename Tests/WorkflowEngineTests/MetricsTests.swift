@@ -82,7 +82,10 @@ final class CapturedLog: Sendable {
             for i in 0..<3 { _ = try await engine.trigger(workflow: TestFlow.name, foreignID: "m-\(i)", object: []) }
             _ = try await engine.trigger(workflow: TestFlow.name, foreignID: "reject-1", object: [])
             try await eventually("all finished") { store.allRuns.allSatisfy { $0.runState.isFinished } && store.allRuns.count == 4 }
-            try await eventually("all delivered") { try await engine.deliveredHead == store.head() }
+            try await eventually("all relayed and delivered") {
+                let head = try await store.head()
+                return try await store.outboxStats().pending == 0 && engine.deliveredHead == head
+            }
             // Cursors are written a little after the work (throttled): wait for them.
             try await eventually("cursors written") {
                 try await engine.metrics().first { $0.name == "workflowd_consumer_lag_max_events" }?.samples[0].value == 0

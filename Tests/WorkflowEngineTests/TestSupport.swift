@@ -31,6 +31,7 @@ func testConfiguration(instance: String = "engine-1", random: Double = 0.5) -> W
     c.relayIdleMilliseconds = 5
     c.eventPollMilliseconds = 5
     c.timeoutPollMilliseconds = 5
+    c.idleBackstopMilliseconds = 5
     c.leaseRenewMilliseconds = 20
     c.cursorFlushMilliseconds = 10
     c.drainMilliseconds = 5_000
