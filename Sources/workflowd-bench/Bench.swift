@@ -22,7 +22,7 @@ struct WorkflowdBench: AsyncParsableCommand {
     var orders: Int?
 
     @Option(help: "Concurrent orders per scenario, comma separated; the largest is 'saturation'.")
-    var concurrency: String = "20,200"
+    var concurrency: String = "1,20,200"
 
     @Option(help: "Most client connections (one thread each) for the order scenarios; with fewer connections than concurrent orders, each connection pipelines several submit/await pairs.")
     var maxConnections: Int = 200
@@ -54,8 +54,11 @@ struct WorkflowdBench: AsyncParsableCommand {
     @Option(help: "Simulated gateway latencies in ms, comma separated (0 = none; 50 = the seed's gateways).")
     var gatewayLatencies: String = "0,50"
 
-    @Option(help: "Which measurements to run, comma separated: ping, orders, external, ceiling, fanout.")
-    var scenarios: String = "ping,orders,external,ceiling,fanout"
+    @Option(help: "Which measurements to run, comma separated: idle, ping, orders, external, ceiling, fanout.")
+    var scenarios: String = "idle,ping,orders,external,ceiling,fanout"
+
+    @Option(help: "Seconds of the idle measurement (default 20; --quick 5).")
+    var idleSeconds: Double?
 
     mutating func run() async throws {
         let concurrencies = concurrency.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
@@ -80,6 +83,22 @@ struct WorkflowdBench: AsyncParsableCommand {
         report.poolMaxOpen = poolMaxOpen
 
         let selected = Set(scenarios.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        // (0) idle: a server with nothing to do, measured after it has settled.
+        if selected.contains("idle") { try await withServer(dbServer, binary: binary, tag: "idle", gatewayMs: 0) { server, _ in
+            let seconds = idleSeconds ?? (quick ? 5 : 20)
+            progress("idle: no runs, no clients, \(seconds) s after a 2 s settle")
+            try await Task.sleep(for: .seconds(2))
+            let before = ProcSample.read(pid: server.pid)
+            let statusBefore = await dbServer.globalStatus()
+            try await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
+            let after = ProcSample.read(pid: server.pid)
+            let statusAfter = await dbServer.globalStatus()
+            let cpu = (after?.cpuSeconds ?? .nan) - (before?.cpuSeconds ?? .nan)
+            let statements = Double((statusAfter["Questions"] ?? 0) - (statusBefore["Questions"] ?? 0)) / seconds
+            report.idleCPUPercent = cpu / seconds * 100
+            report.idleStatementsPerSecond = statements
+            progress(String(format: "  %.2f %% of a core, %.1f statements/s%@", cpu / seconds * 100, statements, dbServer.started == nil ? " (shared server: includes other clients)" : ""))
+        } }
         // (a) ping
         if selected.contains("ping") { try await withServer(dbServer, binary: binary, tag: "ping", gatewayMs: 0) { server, _ in
             progress("ping: pipelined on 1 connection, 200 in flight, \(pingSeconds) s")
@@ -98,7 +117,8 @@ struct WorkflowdBench: AsyncParsableCommand {
         let gatewayLatencies = self.gatewayLatencies.split(separator: ",").compactMap { Int($0) }
         for gw in selected.contains("orders") ? gatewayLatencies : [] {
             for c in concurrencies {
-                let n = gw == 0 ? orders : min(orders, max(c * 5, min(orders / 2, c * 15)))
+                // One at a time is latency, not throughput: fewer orders do.
+                let n = c == 1 ? min(orders, quick ? 100 : 500) : gw == 0 ? orders : min(orders, max(c * 5, min(orders / 2, c * 15)))
                 let label = "orders gw=\(gw)ms c=\(c)"
                 try await withServer(dbServer, binary: binary, tag: "o\(gw)c\(c)", gatewayMs: gw) { server, db in
                     report.orders.append(
@@ -109,7 +129,7 @@ struct WorkflowdBench: AsyncParsableCommand {
         }
 
         // (b') external steps: the bench's workers do payment and fulfilment over the socket.
-        for c in selected.contains("external") ? concurrencies : [] {
+        for c in selected.contains("external") ? concurrencies.filter({ $0 > 1 }) : [] {
             let label = "external c=\(c)"
             try await withServer(
                 dbServer, binary: binary, tag: "x\(c)", gatewayMs: 0,
