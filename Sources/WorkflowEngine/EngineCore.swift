@@ -19,6 +19,8 @@ final class EngineCore: Sendable {
     /// The earliest time the poller means to look next (nil: when signalled).
     let pollerNextLook = Mutex<Timestamp?>(nil)
     let retentionWakeup = Wakeup()
+    /// Set by the engine: hands runs this instance just committed to their next step at once.
+    let stepNow = Mutex<(@Sendable ([Run]) -> Void)?>(nil)
     /// Fired when a graceful stop begins.
     let stopRequested = OneShot()
     let counters = Counters()
@@ -38,6 +40,9 @@ final class EngineCore: Sendable {
         let conflicts = Atomic<Int>(0)
         /// Runs a consumer took from `recentRuns` instead of reading them.
         let runsFromMemory = Atomic<Int>(0)
+        /// Steps started right after the commit that put their run in the status, before its
+        /// event was logged.
+        let stepsAtOnce = Atomic<Int>(0)
         let timeoutsFired = Atomic<Int>(0)
         /// Failed calls to the store in the engine's loops (each is retried).
         let storeErrors = Atomic<Int>(0)
@@ -90,6 +95,7 @@ final class EngineCore: Sendable {
     /// Updates this instance just committed (after the commit, before anyone is answered):
     /// the task broker learns which tasks they closed and opened.
     func committed(_ updates: [RunUpdate]) {
+        if let next = stepNow.withLock({ $0 }) { next(updates.filter(\.emitsEvent).map(\.run)) }
         scheduled(updates.lazy.flatMap(\.newTimeouts).map(\.expireAt).min())
         guard updates.contains(where: { $0.closesTask != nil || $0.opensTask }) else { return }
         tasks.committed(updates)

@@ -37,6 +37,16 @@ final class EventDispatcher: Sendable {
         self.consumers = map
     }
 
+    /// Runs this instance just committed: each that waits in a status with a step goes to that
+    /// step's consumer at once (it steps it if it holds the partition), without waiting for the
+    /// relay and the event.
+    func stepNow(_ runs: some Sequence<Run>) {
+        for r in runs where r.runState == .initiated || r.runState == .running {
+            guard let byPartition = consumers[r.workflow]?[r.status] else { continue }
+            byPartition[Int(CRC32.checksum(r.runID.utf8) % UInt32(byPartition.count))].stepNow(r)
+        }
+    }
+
     /// Every event up to this `seq` is committed and visible in the log.
     var knownHead: Int64 { state.withLock { $0.position } }
 

@@ -48,11 +48,47 @@ final class StepConsumer: Sendable {
         var cursorWritten: Int64 = 0
         var cursorBusy = false
         var lastCursorWrite = ContinuousClock.now
+        /// Runs this instance just committed into this status, to step at once without waiting
+        /// for the relay to log their event (taken before the inbox).
+        var local: [Run] = []
+        /// run id → the highest version stepped here (a bounded ring): the event of a version
+        /// stepped locally, when it arrives, is finished without reading the run.
+        var stepped: [String: Int64] = [:]
+        var steppedOrder: [String] = []
+        var steppedNext = 0
         /// Waiting with nothing to do and its cursor written: a range that moves the position
         /// (events of other statuses pass by) wakes it once, so the cursor follows.
         var parkedIdle = false
 
         var inboxCount: Int { inbox.count - inboxHead }
+
+        static let steppedCapacity = 8_192
+
+        mutating func noteStepped(_ runID: String, _ version: Int64) {
+            if let v = stepped[runID] {
+                if version > v { stepped[runID] = version }
+                return
+            }
+            if steppedOrder.count < Self.steppedCapacity {
+                steppedOrder.append(runID)
+            } else {
+                stepped[steppedOrder[steppedNext]] = nil
+                steppedOrder[steppedNext] = runID
+                steppedNext = (steppedNext + 1) % Self.steppedCapacity
+            }
+            stepped[runID] = version
+        }
+
+        /// Forgets the in-memory work of an epoch that ended (the lease was lost).
+        mutating func deactivate() {
+            active = false
+            inbox = []
+            inboxHead = 0
+            parked = []
+            outstanding = []
+            waitingOnStep = [:]
+            local = []
+        }
 
         var lowWater: Int64 {
             var lw = position
@@ -138,14 +174,7 @@ final class StepConsumer: Sendable {
         while !core.isStopping, !Task.isCancelled {
             guard leases.holds(name) else {
                 state.withLock { s in
-                    if s.active {
-                        s.active = false
-                        s.inbox = []
-                        s.inboxHead = 0
-                        s.parked = []
-                        s.outstanding = []
-                        s.waitingOnStep = [:]
-                    }
+                    if s.active { s.deactivate() }
                 }
                 // Woken when leases move; the timeout is only a backstop.
                 await wakeup.wait(milliseconds: 5_000)
@@ -156,21 +185,29 @@ final class StepConsumer: Sendable {
                 do {
                     let c = try await core.store.cursor(name)
                     state.withLock { s in
+                        s.deactivate()
                         s.active = true
                         s.epoch += 1
                         s.position = c
                         s.cursorWritten = c
                         s.needsPull = true
-                        s.inbox = []
-                        s.inboxHead = 0
-                        s.outstanding = []
-                        s.waitingOnStep = [:]
                     }
                 } catch {
                     core.storeHealth.failed("reading a cursor", error, started: started, metadata: ["consumer": "\(name)"])
                     try? await Task.sleep(for: .milliseconds(200))
                     continue
                 }
+            }
+            let (local, localEpoch) = state.withLock { s -> ([Run], Int) in
+                let room = max(0, config.maxConcurrentSteps - s.inFlight)
+                let n = min(room, s.local.count)
+                let taken = Array(s.local.prefix(n))
+                s.local.removeFirst(n)
+                return (taken, s.epoch)
+            }
+            if !local.isEmpty {
+                core.counters.stepsAtOnce.add(local.count, ordering: .relaxed)
+                startSteps(local, events: [:], epoch: localEpoch, group: &group, commits: commits)
             }
             let (batch, epoch, needsPull, capacity) = state.withLock {
                 s -> ([WorkflowEvent], Int, Bool, Int) in
@@ -277,6 +314,11 @@ final class StepConsumer: Sendable {
                 }
                 latest[id] = nil
             }
+            // Stepped here already (at once, after the commit that put the run here): done.
+            for (id, e) in latest where (s.stepped[id] ?? -1) >= e.version {
+                finished.append(e.seq)
+                latest[id] = nil
+            }
         }
         core.counters.skip(.superseded, finished.count)
         finish(finished, epoch: epoch)
@@ -306,6 +348,8 @@ final class StepConsumer: Sendable {
         var byID: [String: Run] = [:]
         for r in runs { byID[r.runID] = r }
         var skipped: [Int64] = []
+        var ready: [Run] = []
+        var events: [String: WorkflowEvent] = [:]
         for e in latest.values.sorted(by: { $0.seq < $1.seq }) {
             guard let run = byID[e.runID], run.version == e.version, run.status == status,
                 EngineCore.runnable.contains(run.runState)
@@ -318,10 +362,32 @@ final class StepConsumer: Sendable {
                 skipped.append(e.seq)
                 continue
             }
-            state.withLock { s in
+            ready.append(run)
+            events[run.runID] = e
+        }
+        startSteps(ready, events: events, epoch: epoch, group: &group, commits: commits)
+        finish(skipped, epoch: epoch)
+    }
+
+    /// Runs the step of each run (its event in `events`; none for a run this instance just
+    /// committed here, stepped before its event is logged) and hands the results to the commit
+    /// queue. A run whose step is already in flight here is left alone.
+    private func startSteps(
+        _ runs: [Run], events: [String: WorkflowEvent], epoch: Int, group: inout DiscardingTaskGroup, commits: CommitQueue
+    ) {
+        for run in runs {
+            let e = events[run.runID]
+            let start = state.withLock { s -> Bool in
+                guard (s.inFlightRuns[run.runID] ?? -1) < run.version, (s.stepped[run.runID] ?? -1) < run.version else {
+                    if let e { s.waitingOnStep[run.runID, default: []].append(e.seq) }
+                    return false
+                }
                 s.inFlight += 1
                 s.inFlightRuns[run.runID] = run.version
+                s.noteStepped(run.runID, run.version)
+                return true
             }
+            guard start else { continue }
             let core = self.core
             let definition = self.definition
             group.addTask {
@@ -330,18 +396,31 @@ final class StepConsumer: Sendable {
                     self.state.withLock { $0.committing += 1 }
                     commits.submit(
                         PendingCommit(update: update, previousRunState: run.runState, consumer: self) { outcome in
-                            self.stepDone(run: run, seq: e.seq, epoch: epoch, finished: outcome != nil)
+                            self.stepDone(run: run, seq: e?.seq, epoch: epoch, finished: outcome != nil)
                             self.state.withLock { $0.committing -= 1 }
                             self.wakeup.signal()
                         })
                 } else {
-                    self.stepDone(run: run, seq: e.seq, epoch: epoch, finished: !Task.isCancelled)
+                    self.stepDone(run: run, seq: e?.seq, epoch: epoch, finished: !Task.isCancelled)
                 }
                 self.state.withLock { $0.inFlight -= 1 }
                 self.wakeup.signal()
             }
         }
-        finish(skipped, epoch: epoch)
+    }
+
+    /// A run this instance just committed into this consumer's status: step it now, without
+    /// waiting for the relay (its event, when it comes, is then finished without a read).
+    /// Only while this consumer holds its partition; otherwise the event will bring it.
+    func stepNow(_ run: Run) {
+        let wake = state.withLock { s -> Bool in
+            guard s.active, (s.stepped[run.runID] ?? -1) < run.version, (s.inFlightRuns[run.runID] ?? -1) < run.version,
+                s.local.count < core.configuration.eventBatchSize * 8
+            else { return false }
+            s.local.append(run)
+            return true
+        }
+        if wake { wakeup.signal() }
     }
 
     private func finish(_ seqs: [Int64], epoch: Int) {
@@ -352,7 +431,7 @@ final class StepConsumer: Sendable {
         }
     }
 
-    private func stepDone(run: Run, seq: Int64, epoch: Int, finished: Bool) {
+    private func stepDone(run: Run, seq: Int64?, epoch: Int, finished: Bool) {
         state.withLock { s in
             if s.inFlightRuns[run.runID] == run.version {
                 s.inFlightRuns[run.runID] = nil
@@ -361,7 +440,10 @@ final class StepConsumer: Sendable {
                     for q in waiting { s.outstanding.remove(q) }
                 }
             }
-            if finished, s.epoch == epoch { s.outstanding.remove(seq) }
+            if !finished, s.stepped[run.runID] == run.version {
+                s.stepped[run.runID] = nil  // abandoned (a forced stop): its event steps it again
+            }
+            if finished, s.epoch == epoch, let seq { s.outstanding.remove(seq) }
         }
     }
 

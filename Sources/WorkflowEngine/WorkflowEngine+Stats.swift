@@ -143,6 +143,7 @@ extension WorkflowEngine {
         families.append(F("workflowd_step_duration_seconds", .histogram, help: "Time from a step's start to its result.", samples: c.stepLatency.samples()))
         families.append(F("workflowd_transitions_applied_total", .counter, help: "Run updates committed by this instance.", value: Double(c.applied.load(ordering: .relaxed))))
         families.append(F("workflowd_runs_from_memory_total", .counter, help: "Runs a step consumer took from the recently-committed cache instead of reading them from the database.", value: Double(c.runsFromMemory.load(ordering: .relaxed))))
+        families.append(F("workflowd_steps_started_at_once_total", .counter, help: "Steps started right after the commit that put their run in the status, without waiting for its event.", value: Double(c.stepsAtOnce.load(ordering: .relaxed))))
         families.append(F("workflowd_transition_conflicts_total", .counter, help: "Run updates refused by the version check (another writer was first).", value: Double(c.conflicts.load(ordering: .relaxed))))
         families.append(F("workflowd_timeouts_fired_total", .counter, help: "Timeouts fired by this instance.", value: Double(c.timeoutsFired.load(ordering: .relaxed))))
         let skipped = c.skipped.snapshot

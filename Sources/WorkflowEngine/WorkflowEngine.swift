@@ -75,7 +75,9 @@ public final class WorkflowEngine: WorkflowService {
             core.pollerWakeup.signal()
             core.retentionWakeup.signal()
         }
-        self.dispatcher = EventDispatcher(core: core, leases: leases, consumers: consumers)
+        let dispatcher = EventDispatcher(core: core, leases: leases, consumers: consumers)
+        self.dispatcher = dispatcher
+        core.stepNow.withLock { $0 = { [dispatcher] runs in dispatcher.stepNow(runs) } }
         self.poller = TimeoutPoller(core: core)
         self.retention = RetentionJob(core: core)
         let store = core.store
@@ -88,6 +90,7 @@ public final class WorkflowEngine: WorkflowService {
             let created = results.compactMap { if case .created(let run) = $0 { run } else { nil } }
             recentRuns.put(created)
             core.scheduled(batch.lazy.flatMap(\.timeouts).map(\.expireAt).min())
+            if let next = core.stepNow.withLock({ $0 }) { next(created) }
             if batch.contains(where: \.opensTask) {
                 let opened = Set(batch.filter(\.opensTask).map(\.run.runID))
                 tasks.created(created.filter { opened.contains($0.runID) })
