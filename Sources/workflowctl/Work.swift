@@ -94,8 +94,13 @@ struct Work: ParsableCommand {
         case .success(let r):
             let next = r.json["paused"] == .bool(true) ? "paused" : "retry at \(Output.text(r.json["retry_at"]))"
             printError("\(foreignID): failed; \(next)")
+        case .failure(let e) where e.code.fromServer && request.0 == "complete" && e.code.name == "BAD_REQUEST":
+            // The command's answer was refused (a status the step may not go to, an object that is
+            // not the run's): fail the task with why, so it is retried, not left to its deadline.
+            printError("workflowctl: \(foreignID): the answer was refused (\(e.message)); failing the task")
+            _ = try? c.request("fail", [.init("task", .string(id)), .init("error", .string("refused answer: \(e.message)"))])
         case .failure(let e) where e.code.fromServer:
-            // The answer no longer applies (CONFLICT: the run moved on) or was refused: say so, go on.
+            // The answer no longer applies (CONFLICT: the run moved on): say so, go on.
             printError("workflowctl: \(foreignID): \(e.code.name): \(e.message)")
         case .failure(let e):
             throw e

@@ -167,10 +167,10 @@ struct BackupRestoreTests {
 /// The MariaDB command-line clients, run as child processes on threads of their own (they block
 /// for as long as they run; the cooperative pool has only as many threads as cores).
 enum MariaDBClients {
-    /// All eight tables of the schema, in the order of `schema.sql`.
+    /// All nine tables of the schema, in the order of `schema.sql`.
     static let tables = [
         "workflow_records", "workflow_outbox", "workflow_timeouts", "workflow_events", "workflow_cursors",
-        "workflow_leases", "workflow_schema_version", "workflow_records_archive",
+        "workflow_leases", "workflow_schema_version", "workflow_records_archive", "workflow_tasks",
     ]
 
     /// The options of docs/operations.md's backup command.
