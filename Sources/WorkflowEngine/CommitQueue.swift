@@ -114,22 +114,23 @@ final class CommitQueue: Sendable {
         var updates = batch.map(\.update)
         let reserved = core.tasks.reserve(&updates)
         do {
-            let outcomes = try await core.store.update(updates)
-            core.tasks.settle(reserved) { outcomes[$0] == .applied }
+            let outcomes = try await core.write { [updates] route in
+                try await core.store.update(updates, route: route)
+            } committed: { outcomes in
+                core.tasks.settle(reserved) { outcomes[$0] == .applied }
+                let applied = zip(updates, outcomes).filter { $0.1 == .applied }.map(\.0)
+                core.recentRuns.put(applied.lazy.map(\.run))
+                core.committed(applied)
+            }
+            core.stepAtOnce(zip(updates, outcomes).compactMap { $0.1 == .applied && $0.0.emitsEvent ? $0.0.run : nil })
             state.withLock { $0.failures = 0 }
-            var wroteEvents = false
-            for (c, outcome) in zip(batch, outcomes) {
+            for outcome in outcomes {
                 if outcome == .applied {
                     core.counters.applied.add(1, ordering: .relaxed)
-                    wroteEvents = wroteEvents || c.update.emitsEvent
                 } else {
                     core.counters.conflicts.add(1, ordering: .relaxed)
                 }
             }
-            let applied = zip(updates, outcomes).filter { $0.1 == .applied }.map(\.0)
-            core.recentRuns.put(applied.lazy.map(\.run))
-            core.committed(applied)
-            if wroteEvents { core.relayWakeup.signal() }
             for (c, outcome) in zip(batch, outcomes) {
                 if outcome == .applied { await core.runHooks(previous: c.previousRunState, run: c.update.run) }
                 c.done(outcome)

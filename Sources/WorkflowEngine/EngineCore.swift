@@ -21,6 +21,13 @@ final class EngineCore: Sendable {
     let retentionWakeup = Wakeup()
     /// Set by the engine: hands runs this instance just committed to their next step at once.
     let stepNow = Mutex<(@Sendable ([Run]) -> Void)?>(nil)
+    /// One writer of the log at a time (see `LogWriter`).
+    let logWriter = LogWriter()
+    /// Set by the engine: whether this instance holds the `relay` lease, and where events it
+    /// appended itself go (the dispatcher, in `seq` order).
+    let appender = Mutex<
+        (isRelay: @Sendable () -> Bool, othersLive: @Sendable () -> Bool, deliver: @Sendable ([WorkflowEvent]) async -> Void)?
+    >(nil)
     /// Fired when a graceful stop begins.
     let stopRequested = OneShot()
     let counters = Counters()
@@ -95,10 +102,16 @@ final class EngineCore: Sendable {
     /// Updates this instance just committed (after the commit, before anyone is answered):
     /// the task broker learns which tasks they closed and opened.
     func committed(_ updates: [RunUpdate]) {
-        if let next = stepNow.withLock({ $0 }) { next(updates.filter(\.emitsEvent).map(\.run)) }
         scheduled(updates.lazy.flatMap(\.newTimeouts).map(\.expireAt).min())
         guard updates.contains(where: { $0.closesTask != nil || $0.opensTask }) else { return }
         tasks.committed(updates)
+    }
+
+    /// Runs this instance just committed go to their next step at once (after the write has
+    /// released the log writer, so that step's own write finds it free).
+    func stepAtOnce(_ runs: [Run]) {
+        guard !runs.isEmpty, let next = stepNow.withLock({ $0 }) else { return }
+        next(runs)
     }
 
     /// A commit of this instance created a timeout or retry due at `at`: the poller looks then,
@@ -116,6 +129,41 @@ final class EngineCore: Sendable {
     func isExternal(workflow: String, status: Int) -> Bool { definitions[workflow]?.isExternal(status) ?? false }
 
     var isStopping: Bool { stopRequested.isFired }
+
+    /// Runs a write of runs' changes: straight into the log when this instance holds the relay
+    /// lease and the log writer is free (its events delivered before the writer is released,
+    /// so they arrive in `seq` order), through the outbox otherwise. `committed` runs once the
+    /// write has committed and before its events are delivered (so what reacts to an event —
+    /// a consumer, an `await` — finds the run in memory).
+    func write<T: Sendable>(
+        _ body: (EventRoute) async throws -> Written<T>, committed: (T) -> Void = { _ in }
+    ) async throws -> T {
+        guard let a = appender.withLock({ $0 }), a.isRelay(), let ticket = logWriter.tryAcquire() else {
+            let value = try await body(.outbox).value
+            committed(value)
+            logWriter.wroteOutbox()
+            relayWakeup.signal()
+            return value
+        }
+        let others = a.othersLive()
+        do {
+            let written = try await body(.log(knownHead: ticket.head, outboxEmpty: ticket.outboxClean && !others))
+            committed(written.value)
+            if !written.appended.isEmpty { await a.deliver(written.appended) }
+            // Events written, none appended: the store fell back to the outbox (many rows
+            // pending), or the write had none (a retry's bookkeeping). The relay looks then.
+            let fellBack = written.appended.isEmpty
+            logWriter.release(ticket, head: written.appended.last?.seq ?? ticket.head, drained: !fellBack && !others)
+            if fellBack {
+                logWriter.wroteOutbox()
+                relayWakeup.signal()
+            }
+            return written.value
+        } catch {
+            logWriter.release(ticket, head: nil, drained: false)
+            throw error
+        }
+    }
 
     /// Runs can make progress only in these run states.
     static let runnable: [RunState] = [.initiated, .running]

@@ -84,9 +84,26 @@ final class EventDispatcher: Sendable {
             let started = ContinuousClock.now
             do {
                 if leases.holds(LeaseKeeper.relay) {
-                    let events = try await core.store.relay(limit: config.relayBatchSize)
+                    let others = leases.othersLive
+                    // Alone, and every row of this instance already in the log: nothing to move.
+                    if !others && core.logWriter.outboxClean && !finishing {
+                        await core.relayWakeup.wait(milliseconds: config.idleBackstopMilliseconds)
+                        continue
+                    }
+                    // The log writer: this instance's direct writes and the relay take turns.
+                    let ticket = await core.logWriter.acquire()
+                    let events: [WorkflowEvent]
+                    do {
+                        events = try await core.store.relay(limit: config.relayBatchSize)
+                        if !events.isEmpty { try await deliver(events) }
+                        core.logWriter.release(
+                            ticket, head: events.last?.seq ?? ticket.head,
+                            drained: !others && events.count < config.relayBatchSize)
+                    } catch {
+                        core.logWriter.release(ticket, head: nil, drained: false)
+                        throw error
+                    }
                     core.storeHealth.succeeded()
-                    if !events.isEmpty { try await deliver(events) }
                     // A short batch took everything there was: wait for the next local commit
                     // (its signal, if it came during this batch, is already waiting) instead of
                     // a transaction that would most often find the outbox empty.

@@ -72,9 +72,27 @@ public final class InMemoryWorkflowStore: WorkflowStore, RunCountingStore {
         }
     }
 
-    public func update(_ updates: [RunUpdate]) async throws -> [UpdateOutcome] {
+    public func create(batch: [NewRun], route: EventRoute) async throws -> Written<[CreateRunResult]> {
+        var results: [CreateRunResult] = []
+        for n in batch { results.append(try await create(n)) }
+        guard case .log = route else { return Written(results) }
+        return Written(results, appended: state.withLock { Self.logPendingOutbox(&$0) })
+    }
+
+    /// The `.log` route: the outbox rows this write just added, and any still pending before
+    /// them, go into the log now (unless too many wait: then the relay moves them).
+    private static func logPendingOutbox(_ s: inout State) -> [WorkflowEvent] {
+        let pending = s.outbox.count - s.outboxHead
+        guard pending > 0, pending <= 512 else { return [] }
+        var out: [WorkflowEvent] = []
+        for i in s.outboxHead..<s.outbox.count { out.append(appendEvent(&s, s.outbox[i].data)) }
+        s.outboxHead = s.outbox.count
+        return out
+    }
+
+    public func update(_ updates: [RunUpdate], route: EventRoute) async throws -> Written<[UpdateOutcome]> {
         let now = clock.now()
-        return try state.withLock { s -> [UpdateOutcome] in
+        return try state.withLock { s -> Written<[UpdateOutcome]> in
             s.updateCalls += 1
             if s.failingUpdates > 0 {
                 s.failingUpdates -= 1
@@ -123,7 +141,8 @@ public final class InMemoryWorkflowStore: WorkflowStore, RunCountingStore {
                 if u.emitsEvent { Self.addOutbox(&s, u.run.event, now: now) }
                 outcomes.append(.applied)
             }
-            return outcomes
+            guard case .log = route else { return Written(outcomes) }
+            return Written(outcomes, appended: Self.logPendingOutbox(&s))
         }
     }
 

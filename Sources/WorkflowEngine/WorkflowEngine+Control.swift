@@ -61,10 +61,15 @@ extension WorkflowEngine {
                 r.reason = reason ?? run.reason
                 update = RunUpdate(run: r, expectedVersion: run.version, cancelPendingTimeouts: true, closesTask: closes)
             }
-            guard try await core.store.update([update]).first == .applied else { continue }
-            core.recentRuns.put(CollectionOfOne(r))  // replaces the older copy
-            core.relayWakeup.signal()
-            core.committed([update])
+            let outcome = try await core.write { route in
+                try await core.store.update([update], route: route)
+            } committed: { outcomes in
+                guard outcomes.first == .applied else { return }
+                core.recentRuns.put(CollectionOfOne(r))  // replaces the older copy
+                core.committed([update])
+            }
+            guard outcome.first == .applied else { continue }
+            core.stepAtOnce([r])
             await core.runHooks(previous: run.runState, run: r)
             if command == .deleteData {
                 if let done = try await finishDataDeletion(r, definition: definition) { return done }
@@ -90,12 +95,14 @@ extension WorkflowEngine {
         r.runState = next
         r.version += 1
         r.updatedAt = core.clock.now()
-        guard try await core.store.update([RunUpdate(run: r, expectedVersion: run.version)]).first == .applied else {
-            return nil
+        let update = RunUpdate(run: r, expectedVersion: run.version)
+        let outcome = try await core.write { route in
+            try await core.store.update([update], route: route)
+        } committed: { outcomes in
+            // The erased run replaces the cached copy, so no copy of the personal data stays in memory.
+            if outcomes.first == .applied { core.recentRuns.put(CollectionOfOne(r)) }
         }
-        // The erased run replaces the cached copy, so no copy of the personal data stays in memory.
-        core.recentRuns.put(CollectionOfOne(r))
-        core.relayWakeup.signal()
+        guard outcome.first == .applied else { return nil }
         await core.runHooks(previous: run.runState, run: r)
         return r
     }

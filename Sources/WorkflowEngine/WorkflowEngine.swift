@@ -78,6 +78,18 @@ public final class WorkflowEngine: WorkflowService {
         let dispatcher = EventDispatcher(core: core, leases: leases, consumers: consumers)
         self.dispatcher = dispatcher
         core.stepNow.withLock { $0 = { [dispatcher] runs in dispatcher.stepNow(runs) } }
+        core.appender.withLock {
+            $0 = (
+                isRelay: { [leases] in leases.holds(LeaseKeeper.relay) },
+                othersLive: { [leases] in leases.othersLive },
+                deliver: { [dispatcher, core] events in
+                    do { try await dispatcher.deliver(events) } catch {
+                        // Logged; the next delivery fills the gap from the log.
+                        core.storeHealth.failed("delivering events", error, started: .now)
+                    }
+                }
+            )
+        }
         self.poller = TimeoutPoller(core: core)
         self.retention = RetentionJob(core: core)
         let store = core.store
@@ -85,16 +97,20 @@ public final class WorkflowEngine: WorkflowService {
         let tasks = core.tasks
         self.creates = CreateBatcher(maxBatch: configuration.commitBatchSize, maxInFlight: configuration.commitConcurrency) {
             batch in
-            let results = try await store.create(batch: batch)
-            // Remembered before any caller resumes, so the first step finds the run in memory.
-            let created = results.compactMap { if case .created(let run) = $0 { run } else { nil } }
-            recentRuns.put(created)
-            core.scheduled(batch.lazy.flatMap(\.timeouts).map(\.expireAt).min())
-            if let next = core.stepNow.withLock({ $0 }) { next(created) }
-            if batch.contains(where: \.opensTask) {
-                let opened = Set(batch.filter(\.opensTask).map(\.run.runID))
-                tasks.created(created.filter { opened.contains($0.runID) })
+            let results = try await core.write { route in
+                try await store.create(batch: batch, route: route)
+            } committed: { results in
+                // Remembered before any caller resumes or any event is delivered, so the first
+                // step finds the run in memory.
+                let created = results.compactMap { if case .created(let run) = $0 { run } else { nil } }
+                recentRuns.put(created)
+                core.scheduled(batch.lazy.flatMap(\.timeouts).map(\.expireAt).min())
+                if batch.contains(where: \.opensTask) {
+                    let opened = Set(batch.filter(\.opensTask).map(\.run.runID))
+                    tasks.created(created.filter { opened.contains($0.runID) })
+                }
             }
+            core.stepAtOnce(results.compactMap { if case .created(let run) = $0 { run } else { nil } })
             return results
         }
         self.commits = CommitQueue(core: core, maxInFlight: configuration.commitConcurrency)
@@ -278,7 +294,6 @@ public final class WorkflowEngine: WorkflowService {
             NewRun(
                 run: run, timeouts: definition.newTimeouts(for: definition.initialStatus, now: now),
                 opensTask: definition.isExternal(definition.initialStatus)))
-        if case .created = result { core.relayWakeup.signal() }
         return result
     }
 

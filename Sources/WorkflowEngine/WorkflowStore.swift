@@ -181,6 +181,33 @@ public struct RunPage: Sendable {
     }
 }
 
+/// Where the events of a write go.
+public enum EventRoute: Sendable, Equatable {
+    /// Outbox rows, moved into the log later by the relay (in their own transaction).
+    case outbox
+    /// Straight into the log, in the write's own transaction: first the outbox rows still
+    /// pending (other instances' changes, or this one's from a busy moment), then this write's
+    /// events, numbered on from the log's head — so a run's events keep their order. Only for
+    /// the holder of the `relay` lease, one such write at a time. `knownHead` is the head as the
+    /// caller last saw it (nil: read it); if it is stale, the insert meets a duplicate `seq` and
+    /// the transaction is tried again with the head read. If many rows are pending, the write
+    /// falls back to the outbox (the relay moves them in order).
+    /// `outboxEmpty`: the caller knows no outbox row is pending (every write it made since the
+    /// outbox was last drained went to the log, and no other instance writes): the pending rows
+    /// need not be looked for.
+    case log(knownHead: Int64?, outboxEmpty: Bool = false)
+}
+
+/// A write and the events it appended to the log (empty on the outbox route), in `seq` order.
+public struct Written<Value: Sendable>: Sendable {
+    public var value: Value
+    public var appended: [WorkflowEvent]
+    public init(_ value: Value, appended: [WorkflowEvent] = []) {
+        self.value = value
+        self.appended = appended
+    }
+}
+
 public protocol RecordStore: Sendable {
     /// Inserts the run and its outbox row in one transaction. If an unfinished run exists for
     /// the same (workflow, foreign id) — the database refuses a second — returns that one.
@@ -194,6 +221,10 @@ public protocol RecordStore: Sendable {
     /// fails for a reason other than a version conflict, each is retried on its own, so one bad
     /// run cannot fail the others. Outcomes are in the order of `updates`.
     func update(_ updates: [RunUpdate]) async throws -> [UpdateOutcome]
+    /// `update` with its events on `route`.
+    func update(_ updates: [RunUpdate], route: EventRoute) async throws -> Written<[UpdateOutcome]>
+    /// `create(batch:)` with the new runs' events on `route`.
+    func create(batch: [NewRun], route: EventRoute) async throws -> Written<[CreateRunResult]>
     func lookup(runID: String) async throws -> Run?
     func lookup(runIDs: [String]) async throws -> [Run]
     /// The most recently created run for (workflow, foreign id).
@@ -381,6 +412,19 @@ public protocol RetentionStore: Sendable {
 }
 
 extension RecordStore {
+    /// Stores that cannot append in a write's transaction use the outbox.
+    public func update(_ updates: [RunUpdate], route: EventRoute) async throws -> Written<[UpdateOutcome]> {
+        Written(try await update(updates))
+    }
+
+    public func create(batch: [NewRun], route: EventRoute) async throws -> Written<[CreateRunResult]> {
+        Written(try await create(batch: batch))
+    }
+
+    public func update(_ updates: [RunUpdate]) async throws -> [UpdateOutcome] {
+        try await update(updates, route: .outbox).value
+    }
+
     /// One transaction per run: for stores without a batched create.
     public func create(batch: [NewRun]) async throws -> [CreateRunResult] {
         var results: [CreateRunResult] = []

@@ -68,41 +68,103 @@ extension MariaDBWorkflowStore {
         try await write("relay") { c in
             // Lock the oldest outbox rows (READ COMMITTED: no gap locks, so writers appending
             // new rows are not blocked).
-            let rows = try c.query(
-                """
-                SELECT id, workflow_name, foreign_id, run_id, status, run_state, version, created_at, reason
-                FROM workflow_outbox ORDER BY id LIMIT ? FOR UPDATE
-                """, [.int(limit)]
-            ).map(Self.decodeOutboxRow)
+            let rows = try Self.lockOutbox(c, limit: limit)
             if rows.isEmpty { return [] }
             // The head, read after the lock was granted: a relay that waited for another one's
             // rows sees the events that one committed. (Read in the same statement as the
             // locking SELECT it could be older, and the insert would hit a duplicate seq.)
-            let head = try Self.head(c)
-            // Copy exactly the locked rows server-side, numbered in id order from head + 1:
-            // FIELD gives each id's position in the ascending list. (No window function and no
-            // ORDER BY, so MariaDB needs no temporary table; the IN list and the FIELD list are
-            // padded to a power of two by repeating the last id, which neither one counts.)
-            var start = 0
-            while start < rows.count {
-                let chunk = rows[start..<min(start + 256, rows.count)]
-                let (list, ids) = Self.inList(chunk.map { .int($0.id) })
-                let inserted = try c.execute(
-                    """
-                    INSERT INTO workflow_events (seq, workflow_name, foreign_id, run_id, status, run_state, version, at, reason)
-                    SELECT ? + FIELD(id, \(list.dropFirst().dropLast())), workflow_name, foreign_id, run_id, status,
-                      run_state, version, created_at, reason
-                    FROM workflow_outbox WHERE id IN \(list)
-                    """, [.int(head + Int64(start))] + ids + ids)
-                let deleted = try c.execute("DELETE FROM workflow_outbox WHERE id IN \(list)", ids)
-                // The rows are locked, so both must touch every one of them.
-                guard inserted.affectedRows == chunk.count, deleted.affectedRows == chunk.count else {
-                    throw MariaDBError(kind: .retryableConflict, message: "the outbox changed under the relay")
-                }
-                start += chunk.count
-            }
-            return rows.enumerated().map { WorkflowEvent(seq: head + Int64($0.offset) + 1, data: $0.element.data) }
+            return try Self.moveOutbox(c, rows, after: try Self.head(c))
         }
+    }
+
+    /// The oldest `limit` outbox rows, locked.
+    static func lockOutbox(_ c: MariaDBConnection, limit: Int) throws -> [OutboxRow] {
+        try c.query(
+            """
+            SELECT id, workflow_name, foreign_id, run_id, status, run_state, version, created_at, reason
+            FROM workflow_outbox ORDER BY id LIMIT ? FOR UPDATE
+            """, [.int(limit)]
+        ).map(Self.decodeOutboxRow)
+    }
+
+    /// Moves locked outbox rows into the log as `head + 1`… in id order, and deletes them.
+    static func moveOutbox(_ c: MariaDBConnection, _ rows: [OutboxRow], after head: Int64) throws -> [WorkflowEvent] {
+        // Copy exactly the locked rows server-side, numbered in id order from head + 1:
+        // FIELD gives each id's position in the ascending list. (No window function and no
+        // ORDER BY, so MariaDB needs no temporary table; the IN list and the FIELD list are
+        // padded to a power of two by repeating the last id, which neither one counts.)
+        var start = 0
+        while start < rows.count {
+            let chunk = rows[start..<min(start + 256, rows.count)]
+            let (list, ids) = Self.inList(chunk.map { .int($0.id) })
+            let inserted = try c.execute(
+                """
+                INSERT INTO workflow_events (seq, workflow_name, foreign_id, run_id, status, run_state, version, at, reason)
+                SELECT ? + FIELD(id, \(list.dropFirst().dropLast())), workflow_name, foreign_id, run_id, status,
+                  run_state, version, created_at, reason
+                FROM workflow_outbox WHERE id IN \(list)
+                """, [.int(head + Int64(start))] + ids + ids)
+            let deleted = try c.execute("DELETE FROM workflow_outbox WHERE id IN \(list)", ids)
+            // The rows are locked, so both must touch every one of them.
+            guard inserted.affectedRows == chunk.count, deleted.affectedRows == chunk.count else {
+                throw MariaDBError(kind: .retryableConflict, message: "the outbox changed under the relay")
+            }
+            start += chunk.count
+        }
+        return rows.enumerated().map { WorkflowEvent(seq: head + Int64($0.offset) + 1, data: $0.element.data) }
+    }
+
+    /// The state of one `.log` write, shared with its transaction body (which may run again
+    /// after a deadlock or a stale head). Used by one transaction at a time.
+    final class LogAppend: @unchecked Sendable {
+        var knownHead: Int64?
+        let outboxEmpty: Bool
+        var appended: [WorkflowEvent] = []
+        init(knownHead: Int64?, outboxEmpty: Bool) {
+            self.knownHead = knownHead
+            self.outboxEmpty = outboxEmpty
+        }
+    }
+
+    /// Outbox rows still pending that may wait in one write's transaction; past this, the write
+    /// uses the outbox too and the relay moves everything in order.
+    static let pendingOutboxLimit = 256
+
+    /// The events of `runs` (their changes are written in this transaction): into the outbox,
+    /// or — `.log` — straight into the log after the pending outbox rows.
+    static func emit(_ c: MariaDBConnection, _ runs: [Run], _ log: LogAppend?) throws {
+        guard let log else {
+            try writeOutbox(c, runIDs: runs.map(\.runID))
+            return
+        }
+        log.appended = []
+        guard !runs.isEmpty else { return }
+        let pending = log.outboxEmpty ? [] : try lockOutbox(c, limit: pendingOutboxLimit + 1)
+        if pending.count > pendingOutboxLimit {
+            try writeOutbox(c, runIDs: runs.map(\.runID))  // behind the others, in order
+            return
+        }
+        var head = try log.knownHead ?? Self.head(c)
+        var out = try pending.isEmpty ? [] : moveOutbox(c, pending, after: head)
+        head += Int64(pending.count)
+        let events = runs.enumerated().map { WorkflowEvent(seq: head + Int64($0.offset) + 1, data: $0.element.event) }
+        do {
+            try insertRows(
+                c, prefix: "INSERT INTO workflow_events (seq, workflow_name, foreign_id, run_id, status, run_state, version, at, reason)",
+                tuple: "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows: events.map { e in
+                    [
+                        .int(e.seq), .text(e.workflow), .text(e.foreignID), .text(e.runID), .int(e.status),
+                        .int(e.runState.rawValue), .int(e.version), .timestamp(e.at), .optionalText(e.reason),
+                    ]
+                })
+        } catch let e as MariaDBError where e.kind == .duplicateKey {
+            // Another appender moved the head (a relay whose lease just expired): read it again.
+            log.knownHead = nil
+            throw MariaDBError(kind: .retryableConflict, errno: e.errno, sqlState: e.sqlState, message: "the log head moved")
+        }
+        out += events
+        log.appended = out
     }
 
     static func head(_ c: MariaDBConnection) throws -> Int64 {

@@ -9,12 +9,17 @@ extension MariaDBWorkflowStore {
     /// returned), then one outbox insert and one timeout insert cover every created run. A
     /// deadlock or lock wait re-runs the whole body (nothing of it committed).
     public func create(batch: [NewRun]) async throws -> [CreateRunResult] {
-        guard !batch.isEmpty else { return [] }
+        try await create(batch: batch, route: .outbox).value
+    }
+
+    public func create(batch: [NewRun], route: EventRoute) async throws -> Written<[CreateRunResult]> {
+        guard !batch.isEmpty else { return Written([]) }
         for n in batch { precondition(n.run.version == 1, "a new run starts at version 1") }
-        return try await write("create") { c in
+        let log = Self.logAppend(route)
+        let results = try await write("create") { c in
             var results: [CreateRunResult] = []
             results.reserveCapacity(batch.count)
-            var created: [String] = []
+            var createdRuns: [Run] = []
             var opening: [(run: Run, held: TaskHold?)] = []
             var timeoutRows: [[SQLValue]] = []
             // Up to 64 runs (and 4 MiB) in one multi-row INSERT, in pieces whose sizes are
@@ -31,19 +36,27 @@ extension MariaDBWorkflowStore {
                 }
                 for (new, result) in zip(chunk, chunkResults) {
                     if case .created(let run) = result {
-                        created.append(run.runID)
+                        createdRuns.append(run)
                         timeoutRows += new.timeouts.map { Self.timeoutRow(run, $0, now: run.createdAt) }
                         if new.opensTask { opening.append((run, nil)) }
                     }
                     results.append(result)
                 }
             }
-            try Self.writeOutbox(c, runIDs: created)
             if !timeoutRows.isEmpty {
                 try Self.insertRows(c, prefix: Self.timeoutInsert, tuple: Self.timeoutTuple, rows: timeoutRows)
             }
             try Self.openTasks(c, opening)
+            try Self.emit(c, createdRuns, log)
             return results
+        }
+        return Written(results, appended: log?.appended ?? [])
+    }
+
+    static func logAppend(_ route: EventRoute) -> LogAppend? {
+        switch route {
+        case .outbox: nil
+        case .log(let head, let empty): LogAppend(knownHead: head, outboxEmpty: empty)
         }
     }
 
@@ -87,36 +100,50 @@ extension MariaDBWorkflowStore {
     }
 
     public func update(_ updates: [RunUpdate]) async throws -> [UpdateOutcome] {
-        if updates.isEmpty { return [] }
+        try await update(updates, route: .outbox).value
+    }
+
+    public func update(_ updates: [RunUpdate], route: EventRoute) async throws -> Written<[UpdateOutcome]> {
+        if updates.isEmpty { return Written([]) }
+        let log = Self.logAppend(route)
         do {
             if Self.fitsOneStatement(updates) {
                 do {
-                    return try await pool.transaction { c in try Self.applyInOneStatement(c, updates) }
+                    let outcomes = try await pool.transaction { c in try Self.applyInOneStatement(c, updates, log) }
+                    return Written(outcomes, appended: log?.appended ?? [])
                 } catch let error as MariaDBError where error.kind == .batchConflict {
                     // Some run had moved on: the whole batch was rolled back; apply it run by
                     // run, which tells each caller its own outcome.
                 }
             }
             do {
-                return try await pool.transaction { c in try Self.apply(c, updates) }
+                let outcomes = try await pool.transaction { c in try Self.apply(c, updates, log) }
+                return Written(outcomes, appended: log?.appended ?? [])
             } catch let error as MariaDBError where error.kind == .batchConflict && updates.count == 1 {
-                return [.conflict]  // its task and its record disagreed: rolled back, refused
+                return Written([.conflict])  // its task and its record disagreed: rolled back, refused
             }
         } catch let error as MariaDBError where updates.count > 1 && error.kind != .commitOutcomeUnknown {
-            // Per-run fallback: one bad update must not fail the others.
+            // Per-run fallback: one bad update must not fail the others. Each is its own
+            // transaction (and, on the log route, appends its own event after the head).
             logger.debug("batch update failed; applying one by one", metadata: ["db.errno": "\(error.errno)"])
             var outcomes: [UpdateOutcome] = []
+            var appended: [WorkflowEvent] = []
             var firstError: (any Error)?
+            var head: Int64? = nil
             for u in updates {
                 do {
-                    outcomes.append(contentsOf: try await update([u]))
+                    let one = try await update([u], route: log == nil ? .outbox : .log(knownHead: head, outboxEmpty: false))
+                    outcomes.append(contentsOf: one.value)
+                    appended += one.appended
+                    head = appended.last?.seq ?? head
                 } catch {
                     firstError = firstError ?? error
                     outcomes.append(.conflict)
+                    head = nil
                 }
             }
             if let firstError { throw firstError }
-            return outcomes
+            return Written(outcomes, appended: appended)
         } catch {
             throw mapped(error, "update")
         }
@@ -174,7 +201,7 @@ extension MariaDBWorkflowStore {
     /// CASE run_id WHEN ? THEN ? … END`. Every run must match (the connection counts matched
     /// rows); if one does not, `batchConflict` rolls the whole transaction back, and the caller
     /// applies the batch run by run.
-    static func applyInOneStatement(_ c: MariaDBConnection, _ updates: [RunUpdate]) throws -> [UpdateOutcome] {
+    static func applyInOneStatement(_ c: MariaDBConnection, _ updates: [RunUpdate], _ log: LogAppend?) throws -> [UpdateOutcome] {
         for piece in pieces(updates.map { runBytes($0.run) }, powersOfTwo: false) {
             let chunk = Array(updates[piece])
             let n = bucket(chunk.count)
@@ -222,13 +249,13 @@ extension MariaDBWorkflowStore {
         guard try completeClaimed(c, updates) else {
             throw MariaDBError(kind: .batchConflict, message: "a task of the batch was offered again or closed")
         }
-        try finishApplied(c, updates)
+        try finishApplied(c, updates, log)
         return Array(repeating: .applied, count: updates.count)
     }
 
     /// The body of an update transaction: every statement is conditional, so re-running it after
     /// a deadlock retry is safe.
-    static func apply(_ c: MariaDBConnection, _ updates: [RunUpdate]) throws -> [UpdateOutcome] {
+    static func apply(_ c: MariaDBConnection, _ updates: [RunUpdate], _ log: LogAppend?) throws -> [UpdateOutcome] {
         var outcomes: [UpdateOutcome] = []
         outcomes.reserveCapacity(updates.count)
         var applied: [RunUpdate] = []
@@ -279,22 +306,22 @@ extension MariaDBWorkflowStore {
             outcomes.append(.applied)
             applied.append(u)
         }
-        try finishApplied(c, applied)
+        try finishApplied(c, applied, log)
         return outcomes
     }
 
     /// The rest of a transaction once the records of `applied` are updated: their timeouts
     /// cancelled and created, their tasks withdrawn and opened (in that order: a withdrawal
     /// closes whatever task of the run is open), and their outbox rows written.
-    static func finishApplied(_ c: MariaDBConnection, _ applied: [RunUpdate]) throws {
-        var emitted: [String] = []
+    static func finishApplied(_ c: MariaDBConnection, _ applied: [RunUpdate], _ log: LogAppend?) throws {
+        var emitted: [Run] = []
         var cancelling: [String] = []
         var timeoutRows: [[SQLValue]] = []
         var withdrawing: [String] = []
         var opening: [(run: Run, held: TaskHold?)] = []
         for u in applied {
             let run = u.run
-            if u.emitsEvent { emitted.append(run.runID) }
+            if u.emitsEvent { emitted.append(run) }
             if u.cancelPendingTimeouts { cancelling.append(run.runID) }
             for t in u.newTimeouts { timeoutRows.append(timeoutRow(run, t, now: run.updatedAt)) }
             if u.closesTask == .withdraw { withdrawing.append(run.runID) }
@@ -311,7 +338,7 @@ extension MariaDBWorkflowStore {
         if !timeoutRows.isEmpty {
             try insertRows(c, prefix: timeoutInsert, tuple: timeoutTuple, rows: timeoutRows)
         }
-        try writeOutbox(c, runIDs: emitted)
+        try emit(c, emitted, log)
     }
 
     public func lookup(runID: String) async throws -> Run? {

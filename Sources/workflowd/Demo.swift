@@ -78,13 +78,14 @@ struct Demo: AsyncParsableCommand {
         let engine = service.engine
         let names = Dictionary(uniqueKeysWithValues: engine.workflows.flatMap { w in w.statuses.map { ($0.code, $0.name) } })
         let terminal = Set(engine.workflows.flatMap { w in w.statuses.filter(\.terminal).map(\.code) })
-        let watched = Mutex<Set<String>>([])
+        // By order id: a run's first event can arrive before `trigger` returns its run id.
+        let watched = Set(SampleOrders.all.map(\.id))
         let finished = Mutex<[String: String]>([:])
         let allDone = AsyncStream<Void>.makeStream()
         let orders = SampleOrders.all
         let listener = engine.addEventListener { events in
             for e in events {
-                guard watched.withLock({ $0.contains(e.runID) }) else { continue }
+                guard watched.contains(e.foreignID) else { continue }
                 let status = names[e.status] ?? "\(e.status)"
                 let reason = e.reason.map { "  — \($0)" } ?? ""
                 out.line(
@@ -104,7 +105,6 @@ struct Demo: AsyncParsableCommand {
         for order in orders {
             let result = try await engine.trigger(
                 workflow: OrderWorkflow.name, foreignID: order.id, object: try SampleOrders.json(order))
-            watched.withLock { _ = $0.insert(result.run.runID) }
             if case .existing(let run) = result {
                 out.line("   \(order.id) already had an unfinished run \(run.runID); following it")
             }

@@ -121,7 +121,7 @@ struct BatchBigRunsTests {
                 return u
             }
             // The multi-row path itself, so that a statement over the packet limit would fail here.
-            let outcomes = try await pool.transaction { c in try MariaDBWorkflowStore.applyInOneStatement(c, updates) }
+            let outcomes = try await pool.transaction { c in try MariaDBWorkflowStore.applyInOneStatement(c, updates, nil) }
             #expect(outcomes == Array(repeating: .applied, count: 20))
             for u in updates {
                 #expect(try await store.lookup(runID: u.run.runID)?.object == u.run.object)

@@ -545,7 +545,7 @@ struct StoreConformanceTests {
             let outcome = Locked<[UpdateOutcome]>([])
             await #expect(throws: Abort.self) {
                 try await pool.transaction { c in
-                    let o = try MariaDBWorkflowStore.apply(c, [update])
+                    let o = try MariaDBWorkflowStore.apply(c, [update], nil)
                     outcome.withLock { $0 = o }
                     throw Abort()
                 }

@@ -1,0 +1,87 @@
+import Synchronization
+
+/// This instance's one writer of the event log at a time.
+///
+/// The holder of the `relay` lease numbers events itself: a write that finds the writer free
+/// puts its events straight into the log in its own transaction (`EventRoute.log`), after any
+/// outbox rows still pending — no outbox row, no second commit by the relay, and the events
+/// reach listeners and consumers right after the commit. A write that finds the writer busy
+/// does not wait: it uses the outbox as before, and the next direct write or the relay moves
+/// its rows, in order. So at low load every write goes straight to the log, and under load the
+/// relay batches what piles up. One writer at a time keeps the numbering gap-free: the head a
+/// write starts from is the head the previous one ended at (a stale head — another instance's
+/// relay appended meanwhile — makes the insert meet a duplicate `seq`, and the store reads the
+/// head again).
+final class LogWriter: Sendable {
+    private struct State {
+        var busy = false
+        /// The log's head after the last write through here (nil: unknown, read it).
+        var head: Int64?
+        var waiters: [CheckedContinuation<Ticket, Never>] = []
+        /// No outbox row of this instance is pending (as of the last drain).
+        var outboxClean = false
+        /// Counts this instance's writes to the outbox, so a drain that raced one does not
+        /// call the outbox clean.
+        var outboxWrites = 0
+    }
+
+    /// The writer, held: the head it knows and whether the outbox is known to be empty of this
+    /// instance's rows.
+    struct Ticket: Sendable {
+        var head: Int64?
+        var outboxClean: Bool
+        fileprivate var outboxWrites: Int
+    }
+
+    private let state = Mutex(State())
+
+    /// The writer if it is free now.
+    func tryAcquire() -> Ticket? {
+        state.withLock { s in
+            guard !s.busy else { return nil }
+            s.busy = true
+            return Ticket(head: s.head, outboxClean: s.outboxClean, outboxWrites: s.outboxWrites)
+        }
+    }
+
+    /// Waits for the writer (the relay loop), first come first served.
+    func acquire() async -> Ticket {
+        await withCheckedContinuation { (c: CheckedContinuation<Ticket, Never>) in
+            let ticket = state.withLock { s -> Ticket? in
+                guard s.busy else {
+                    s.busy = true
+                    return Ticket(head: s.head, outboxClean: s.outboxClean, outboxWrites: s.outboxWrites)
+                }
+                s.waiters.append(c)
+                return nil
+            }
+            if let ticket { c.resume(returning: ticket) }
+        }
+    }
+
+    /// Gives the writer up. `head`: the log's head after this write (nil: unknown). `drained`:
+    /// the write found (and moved) every pending outbox row.
+    func release(_ ticket: Ticket, head: Int64?, drained: Bool) {
+        let next = state.withLock { s -> (CheckedContinuation<Ticket, Never>, Ticket)? in
+            s.head = head
+            if drained && s.outboxWrites == ticket.outboxWrites { s.outboxClean = true }
+            guard !s.waiters.isEmpty else {
+                s.busy = false
+                return nil
+            }
+            return (s.waiters.removeFirst(), Ticket(head: head, outboxClean: s.outboxClean, outboxWrites: s.outboxWrites))
+        }
+        if let (c, t) = next { c.resume(returning: t) }
+    }
+
+    /// A write of this instance used the outbox (the writer was busy, or it is not the relay).
+    func wroteOutbox() {
+        state.withLock { s in
+            s.outboxWrites += 1
+            s.outboxClean = false
+        }
+    }
+
+    /// Whether this instance's outbox rows are all in the log (a relay round can be skipped).
+    var outboxClean: Bool { state.withLock { $0.outboxClean } }
+}
