@@ -19,15 +19,34 @@ final class EngineCore: Sendable {
     /// The earliest time the poller means to look next (nil: when signalled).
     let pollerNextLook = Mutex<Timestamp?>(nil)
     let retentionWakeup = Wakeup()
-    /// Set by the engine: hands runs this instance just committed to their next step at once.
-    let stepNow = Mutex<(@Sendable ([Run]) -> Void)?>(nil)
     /// One writer of the log at a time (see `LogWriter`).
     let logWriter = LogWriter()
-    /// Set by the engine: whether this instance holds the `relay` lease, and where events it
-    /// appended itself go (the dispatcher, in `seq` order).
-    let appender = Mutex<
-        (isRelay: @Sendable () -> Bool, othersLive: @Sendable () -> Bool, deliver: @Sendable ([WorkflowEvent]) async -> Void)?
-    >(nil)
+    /// Set once by the engine, before it runs: what the core calls back into.
+    let hooks = Mutex<Hooks?>(nil)
+
+    /// The parts of the engine the core calls back into. A class, set once: a closure kept
+    /// directly in a `Mutex` would be re-wrapped in a reabstraction thunk on every `withLock`,
+    /// each call a little slower than the one before (seen in a profile: thunk chains dozens
+    /// deep on every write).
+    final class Hooks: Sendable {
+        /// Hands runs this instance just committed to their next step at once.
+        let stepNow: @Sendable ([Run]) -> Void
+        /// Whether this instance holds the `relay` lease, and whether others share the database.
+        let isRelay: @Sendable () -> Bool
+        let othersLive: @Sendable () -> Bool
+        /// Where events this instance appended itself go (the dispatcher, in `seq` order).
+        let deliver: @Sendable ([WorkflowEvent]) async -> Void
+
+        init(
+            stepNow: @escaping @Sendable ([Run]) -> Void, isRelay: @escaping @Sendable () -> Bool,
+            othersLive: @escaping @Sendable () -> Bool, deliver: @escaping @Sendable ([WorkflowEvent]) async -> Void
+        ) {
+            self.stepNow = stepNow
+            self.isRelay = isRelay
+            self.othersLive = othersLive
+            self.deliver = deliver
+        }
+    }
     /// Fired when a graceful stop begins.
     let stopRequested = OneShot()
     let counters = Counters()
@@ -110,8 +129,8 @@ final class EngineCore: Sendable {
     /// Runs this instance just committed go to their next step at once (after the write has
     /// released the log writer, so that step's own write finds it free).
     func stepAtOnce(_ runs: [Run]) {
-        guard !runs.isEmpty, let next = stepNow.withLock({ $0 }) else { return }
-        next(runs)
+        guard !runs.isEmpty, let hooks = hooks.withLock({ $0 }) else { return }
+        hooks.stepNow(runs)
     }
 
     /// A commit of this instance created a timeout or retry due at `at`: the poller looks then,
@@ -138,7 +157,7 @@ final class EngineCore: Sendable {
     func write<T: Sendable>(
         _ body: (EventRoute) async throws -> Written<T>, committed: (T) -> Void = { _ in }
     ) async throws -> T {
-        guard let a = appender.withLock({ $0 }), a.isRelay(), let ticket = logWriter.tryAcquire() else {
+        guard let a = hooks.withLock({ $0 }), a.isRelay(), let ticket = logWriter.tryAcquire() else {
             let value = try await body(.outbox).value
             committed(value)
             logWriter.wroteOutbox()

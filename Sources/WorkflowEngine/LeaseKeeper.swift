@@ -21,8 +21,13 @@ final class LeaseKeeper: Sendable {
 
     private let core: EngineCore
     private let state: Mutex<LeaseAssignment>
-    /// Called (outside the lock) after a round in which leases changed hands.
-    private let changed = Mutex<(@Sendable () -> Void)?>(nil)
+    /// Called (outside the lock) after a round in which leases changed hands. (In a box: a
+    /// closure kept directly in a Mutex gains a reabstraction thunk on every access.)
+    private final class Callback: Sendable {
+        let body: @Sendable () -> Void
+        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+    }
+    private let changed = Mutex<Callback?>(nil)
     let wakeup = Wakeup()
 
     init(core: EngineCore, partitioned: [Partitioned]) {
@@ -38,7 +43,7 @@ final class LeaseKeeper: Sendable {
     private var ttl: Int64 { core.configuration.leaseTTLMilliseconds }
 
     /// Runs `body` after every round in which a lease was gained, lost or released.
-    func onChange(_ body: @escaping @Sendable () -> Void) { changed.withLock { $0 = body } }
+    func onChange(_ body: @escaping @Sendable () -> Void) { changed.withLock { $0 = Callback(body) } }
 
     /// True while this instance holds `name` with some margin before expiry, so it stops working
     /// before another instance could take over.
@@ -78,7 +83,7 @@ final class LeaseKeeper: Sendable {
             core.storeHealth.succeeded()
             if !changes.isEmpty {
                 log(changes, rows: rows)
-                changed.withLock { $0 }?()
+                changed.withLock { $0 }?.body()
             }
         } catch {
             core.storeHealth.failed("lease renewal", error, started: started)

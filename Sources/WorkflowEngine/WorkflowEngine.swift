@@ -77,19 +77,17 @@ public final class WorkflowEngine: WorkflowService {
         }
         let dispatcher = EventDispatcher(core: core, leases: leases, consumers: consumers)
         self.dispatcher = dispatcher
-        core.stepNow.withLock { $0 = { [dispatcher] runs in dispatcher.stepNow(runs) } }
-        core.appender.withLock {
-            $0 = (
-                isRelay: { [leases] in leases.holds(LeaseKeeper.relay) },
-                othersLive: { [leases] in leases.othersLive },
-                deliver: { [dispatcher, core] events in
-                    do { try await dispatcher.deliver(events) } catch {
-                        // Logged; the next delivery fills the gap from the log.
-                        core.storeHealth.failed("delivering events", error, started: .now)
-                    }
+        let hooks = EngineCore.Hooks(
+            stepNow: { [dispatcher] runs in dispatcher.stepNow(runs) },
+            isRelay: { [leases] in leases.holds(LeaseKeeper.relay) },
+            othersLive: { [leases] in leases.othersLive },
+            deliver: { [dispatcher, core] events in
+                do { try await dispatcher.deliver(events) } catch {
+                    // Logged; the next delivery fills the gap from the log.
+                    core.storeHealth.failed("delivering events", error, started: .now)
                 }
-            )
-        }
+            })
+        core.hooks.withLock { $0 = hooks }
         self.poller = TimeoutPoller(core: core)
         self.retention = RetentionJob(core: core)
         let store = core.store
