@@ -31,6 +31,12 @@ final class CommitQueue: Sendable {
     private let wakeup = Wakeup()
     private let core: EngineCore
     private let maxInFlight: Int
+    /// `run`'s after-batch work, for commits made inline (a class: see `EngineCore.Hooks`).
+    private final class AfterBatch: Sendable {
+        let body: @Sendable ([PendingCommit]) async -> Void
+        init(_ body: @escaping @Sendable ([PendingCommit]) async -> Void) { self.body = body }
+    }
+    private let afterBatch = Mutex<AfterBatch?>(nil)
 
     init(core: EngineCore, maxInFlight: Int = 1) {
         self.core = core
@@ -39,6 +45,27 @@ final class CommitQueue: Sendable {
 
     func submit(_ commit: PendingCommit) {
         state.withLock { $0.pending.append(commit) }
+        wakeup.signal()
+    }
+
+    /// Like `submit`, but when nothing waits and a commit slot is free the update is committed
+    /// right here, in the caller's task: at low load a step's result costs no hand-over to the
+    /// queue's task (two thread switches per transition). Under load it joins the next batch.
+    func submitInline(_ commit: PendingCommit) async {
+        let now = state.withLock { s -> Bool in
+            guard !s.closed, s.pending.isEmpty, s.inFlight < maxInFlight else {
+                s.pending.append(commit)
+                return false
+            }
+            s.inFlight += 1
+            return true
+        }
+        guard now else {
+            wakeup.signal()
+            return
+        }
+        await self.commit([commit], afterBatch: afterBatch.withLock { $0 }?.body ?? { _ in })
+        state.withLock { $0.inFlight -= 1 }
         wakeup.signal()
     }
 
@@ -68,6 +95,9 @@ final class CommitQueue: Sendable {
         }
     }
 
+    /// Whether the queue still takes commits (not closed).
+    var isOpen: Bool { state.withLock { !$0.closed } }
+
     /// No more submissions: `run` returns once everything pending is committed.
     func close() {
         state.withLock { $0.closed = true }
@@ -76,6 +106,7 @@ final class CommitQueue: Sendable {
 
     /// Commits until closed and empty. `afterBatch` runs after every batch (cursor writes).
     func run(afterBatch: @escaping @Sendable ([PendingCommit]) async -> Void) async {
+        self.afterBatch.withLock { $0 = AfterBatch(afterBatch) }
         let limit = core.configuration.commitBatchSize
         let maxInFlight = self.maxInFlight
         await withDiscardingTaskGroup { group in

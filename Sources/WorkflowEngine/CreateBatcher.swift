@@ -29,7 +29,17 @@ final class CreateBatcher: Sendable {
     }
 
     func create(_ new: NewRun) async throws -> CreateRunResult {
-        try await withCheckedThrowingContinuation { continuation in
+        // Nothing waits and a slot is free: write it right here, in the caller's task (no hand-over).
+        let alone = state.withLock { s -> Bool in
+            guard s.pending.isEmpty, s.inFlight < maxInFlight else { return false }
+            s.inFlight += 1
+            return true
+        }
+        if alone {
+            defer { finishedInline() }
+            return try await createBatch([new])[0]
+        }
+        return try await withCheckedThrowingContinuation { continuation in
             let start = state.withLock { s -> Bool in
                 s.pending.append(Waiter(new: new, continuation: continuation))
                 guard s.inFlight < maxInFlight else { return false }
@@ -38,6 +48,17 @@ final class CreateBatcher: Sendable {
             }
             if start { Task { await self.drain() } }
         }
+    }
+
+    /// An inline write ended: if triggers piled up meanwhile, a drainer takes them.
+    private func finishedInline() {
+        let start = state.withLock { s -> Bool in
+            s.inFlight -= 1
+            guard !s.pending.isEmpty, s.inFlight < maxInFlight else { return false }
+            s.inFlight += 1
+            return true
+        }
+        if start { Task { await self.drain() } }
     }
 
     /// Creates waiting for a batch (for tests).

@@ -394,7 +394,7 @@ final class StepConsumer: Sendable {
                 let update = await core.executeStep(run, definition: definition, attempt: 0, completesTimeout: nil)
                 if let update {
                     self.state.withLock { $0.committing += 1 }
-                    commits.submit(
+                    await commits.submitInline(
                         PendingCommit(update: update, previousRunState: run.runState, consumer: self) { outcome in
                             self.stepDone(run: run, seq: e?.seq, epoch: epoch, finished: outcome != nil)
                             self.state.withLock { $0.committing -= 1 }
