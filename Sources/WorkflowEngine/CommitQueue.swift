@@ -48,12 +48,13 @@ final class CommitQueue: Sendable {
         wakeup.signal()
     }
 
-    /// Like `submit`, but when nothing waits and a commit slot is free the update is committed
+    /// Like `submit`, but when nothing waits and nothing commits the update is committed
     /// right here, in the caller's task: at low load a step's result costs no hand-over to the
     /// queue's task (two thread switches per transition). Under load it joins the next batch.
     func submitInline(_ commit: PendingCommit) async {
         let now = state.withLock { s -> Bool in
-            guard !s.closed, s.pending.isEmpty, s.inFlight < maxInFlight else {
+            // Only when the queue is idle: with a commit in flight, the next batch gathers.
+            guard !s.closed, s.pending.isEmpty, s.inFlight == 0 else {
                 s.pending.append(commit)
                 return false
             }

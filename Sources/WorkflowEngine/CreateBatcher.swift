@@ -29,9 +29,10 @@ final class CreateBatcher: Sendable {
     }
 
     func create(_ new: NewRun) async throws -> CreateRunResult {
-        // Nothing waits and a slot is free: write it right here, in the caller's task (no hand-over).
+        // Nothing waits and nothing is being written: write it right here, in the caller's task
+        // (no hand-over). Otherwise it waits for the next batch.
         let alone = state.withLock { s -> Bool in
-            guard s.pending.isEmpty, s.inFlight < maxInFlight else { return false }
+            guard s.pending.isEmpty, s.inFlight == 0 else { return false }
             s.inFlight += 1
             return true
         }
