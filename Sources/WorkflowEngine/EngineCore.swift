@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Logging
 import Synchronization
 
@@ -57,6 +62,8 @@ final class EngineCore: Sendable {
     /// Offers the tasks of external steps to this instance's workers.
     let tasks: TaskBroker
     let taskCounters = TaskBroker.Counters()
+    /// Writes that went straight into the log (for `Configuration.killAfterDirectWrites`).
+    private let directWrites = Atomic<Int>(0)
 
     /// Cheap counters for metrics and tests; updated from any thread.
     final class Counters: Sendable {
@@ -70,6 +77,8 @@ final class EngineCore: Sendable {
         /// event was logged.
         let stepsAtOnce = Atomic<Int>(0)
         let timeoutsFired = Atomic<Int>(0)
+        /// Writes of this instance by where their events went (`WriteRoute` order).
+        let writesByRoute = CounterVector(count: WriteRoute.allCases.count)
         /// Failed calls to the store in the engine's loops (each is retried).
         let storeErrors = Atomic<Int>(0)
         /// Events a step consumer did not act on, by reason (`SkipReason` order).
@@ -82,6 +91,18 @@ final class EngineCore: Sendable {
         func skip(_ reason: SkipReason, _ n: Int = 1) {
             if n > 0 { skipped.add(reason.index, n) }
         }
+    }
+
+    /// Where a write's events went.
+    enum WriteRoute: String, CaseIterable {
+        /// Straight into the log, in the write's transaction.
+        case log
+        /// Into the outbox: this instance does not hold the relay lease.
+        case notRelay = "outbox_not_relay"
+        /// Into the outbox: too many rows were pending to move in the write's transaction.
+        case backlog = "outbox_backlog"
+
+        var index: Int { Self.allCases.firstIndex(of: self)! }
     }
 
     /// Why a step consumer passes over an event.
@@ -150,15 +171,26 @@ final class EngineCore: Sendable {
     var isStopping: Bool { stopRequested.isFired }
 
     /// Runs a write of runs' changes: straight into the log when this instance holds the relay
-    /// lease and the log writer is free (its events delivered before the writer is released,
-    /// so they arrive in `seq` order), through the outbox otherwise. `committed` runs once the
+    /// lease (once the log writer is its turn; its events delivered before the writer is
+    /// released, so they arrive in `seq` order), through the outbox otherwise. `committed` runs once the
     /// write has committed and before its events are delivered (so what reacts to an event —
     /// a consumer, an `await` — finds the run in memory).
     func write<T: Sendable>(
         _ body: (EventRoute) async throws -> Written<T>, committed: (T) -> Void = { _ in }
     ) async throws -> T {
-        guard let a = hooks.withLock({ $0 }), a.isRelay(), let ticket = logWriter.tryAcquire() else {
+        let a = hooks.withLock({ $0 })
+        var held: LogWriter.Ticket?
+        if let a, a.isRelay() {
+            held = await logWriter.acquire()
+            // The lease may have gone while this write waited for the writer.
+            if !a.isRelay(), let t = held {
+                logWriter.release(t, head: t.head, drained: false)
+                held = nil
+            }
+        }
+        guard let a, let ticket = held else {
             let value = try await body(.outbox).value
+            counters.writesByRoute.add(WriteRoute.notRelay.index, 1)
             committed(value)
             logWriter.wroteOutbox()
             relayWakeup.signal()
@@ -167,11 +199,18 @@ final class EngineCore: Sendable {
         let others = a.othersLive()
         do {
             let written = try await body(.log(knownHead: ticket.head, outboxEmpty: ticket.outboxClean && !others))
+            if configuration.killAfterDirectWrites > 0, !written.appended.isEmpty,
+                directWrites.add(1, ordering: .relaxed).newValue == configuration.killAfterDirectWrites
+            {
+                logger.warning("fault injection: SIGKILL after a direct write", metadata: ["seq": "\(written.appended.last!.seq)"])
+                kill(getpid(), SIGKILL)
+            }
             committed(written.value)
             if !written.appended.isEmpty { await a.deliver(written.appended) }
             // Events written, none appended: the store fell back to the outbox (many rows
             // pending), or the write had none (a retry's bookkeeping). The relay looks then.
             let fellBack = written.appended.isEmpty
+            counters.writesByRoute.add((fellBack ? WriteRoute.backlog : .log).index, 1)
             logWriter.release(ticket, head: written.appended.last?.seq ?? ticket.head, drained: !fellBack && !others)
             if fellBack {
                 logWriter.wroteOutbox()

@@ -2,16 +2,22 @@ import Synchronization
 
 /// This instance's one writer of the event log at a time.
 ///
-/// The holder of the `relay` lease numbers events itself: a write that finds the writer free
-/// puts its events straight into the log in its own transaction (`EventRoute.log`), after any
-/// outbox rows still pending — no outbox row, no second commit by the relay, and the events
-/// reach listeners and consumers right after the commit. A write that finds the writer busy
-/// does not wait: it uses the outbox as before, and the next direct write or the relay moves
-/// its rows, in order. So at low load every write goes straight to the log, and under load the
-/// relay batches what piles up. One writer at a time keeps the numbering gap-free: the head a
-/// write starts from is the head the previous one ended at (a stale head — another instance's
-/// relay appended meanwhile — makes the insert meet a duplicate `seq`, and the store reads the
-/// head again).
+/// The holder of the `relay` lease numbers events itself: each of its writes takes the writer
+/// in turn and puts its events straight into the log in its own transaction (`EventRoute.log`),
+/// after any outbox rows still pending — no outbox row, no second commit by the relay, and the
+/// events reach listeners and consumers right after the commit. The relay loop takes its turn
+/// too when there are outbox rows (other instances' changes, or a write that met a backlog).
+///
+/// Writes wait for their turn rather than fall back to the outbox when the writer is busy: a
+/// fall-back was measured to feed itself under load (each outbox write woke the relay, whose
+/// round kept the writer busy for the next write): at 20 concurrent orders 99 % of writes went
+/// through the outbox, 10.2 statements and 0.92 ms of MariaDB CPU per order; waiting, 100 %
+/// go straight to the log, 7.0 statements and 0.47 ms, 1,115–1,139 orders/s instead of
+/// 1,058–1,061 (same run). While one write commits, the commit queue gathers the next batch.
+///
+/// One writer at a time keeps the numbering gap-free: the head a write starts from is the head
+/// the previous one ended at (a stale head — another instance's relay appended meanwhile —
+/// makes the insert meet a duplicate `seq`, and the store reads the head again).
 final class LogWriter: Sendable {
     private struct State {
         var busy = false
@@ -35,16 +41,7 @@ final class LogWriter: Sendable {
 
     private let state = Mutex(State())
 
-    /// The writer if it is free now.
-    func tryAcquire() -> Ticket? {
-        state.withLock { s in
-            guard !s.busy else { return nil }
-            s.busy = true
-            return Ticket(head: s.head, outboxClean: s.outboxClean, outboxWrites: s.outboxWrites)
-        }
-    }
-
-    /// Waits for the writer (the relay loop), first come first served.
+    /// Waits for the writer, first come first served.
     func acquire() async -> Ticket {
         await withCheckedContinuation { (c: CheckedContinuation<Ticket, Never>) in
             let ticket = state.withLock { s -> Ticket? in

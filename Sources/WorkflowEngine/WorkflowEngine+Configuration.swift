@@ -80,6 +80,12 @@ extension WorkflowEngine {
 
         /// How long `history` waits for the relay to log a change that is already committed.
         public var historyWaitMilliseconds: Int = 2_000
+
+        /// Fault injection, for tests only (workflowd: env `WORKFLOWD_TEST_KILL_AFTER_DIRECT_WRITES`):
+        /// the process SIGKILLs itself right after its Nth write straight into the log has
+        /// committed — before that write's events are delivered and before its runs' next
+        /// steps start. 0 (the default): never.
+        public var killAfterDirectWrites: Int = 0
         public init() {}
     }
 }

@@ -150,6 +150,10 @@ extension WorkflowEngine {
         families.append(F(
             "workflowd_events_skipped_total", .counter, help: "Events a step consumer passed over, by reason.",
             samples: EngineCore.SkipReason.allCases.enumerated().map { .init(labels: [L("reason", $1.rawValue)], value: Double(skipped[$0])) }))
+        let byRoute = c.writesByRoute.snapshot
+        families.append(F(
+            "workflowd_writes_total", .counter, help: "Transactions of this instance that wrote changes, by where their events went: the log itself (the relay's holder, writer free) or the outbox (and why).",
+            samples: EngineCore.WriteRoute.allCases.enumerated().map { .init(labels: [L("route", $1.rawValue)], value: Double(byRoute[$0])) }))
         let byState = c.eventsByRunState.snapshot
         families.append(F(
             "workflowd_run_state_changes_total", .counter, help: "Events delivered to this instance, by the run state they record.",

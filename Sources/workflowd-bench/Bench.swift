@@ -247,6 +247,7 @@ struct WorkflowdBench: AsyncParsableCommand {
         let dbCPUBefore = dbServer.privatePid.flatMap { ProcSample.read(pid: $0) }
         let before = ProcSample.read(pid: server.pid)
         let benchBefore = selfCPUSeconds()
+        let routesBefore = WriteRoutes.read(socket: server.socketPath)
         progress("\(label): \(n) orders, \(c) in flight on \(conns) connections")
         let r = try runOrders(
             socket: server.socketPath, prefix: "b\(runTag)", total: n, concurrency: c, connections: conns)
@@ -277,6 +278,9 @@ struct WorkflowdBench: AsyncParsableCommand {
                     d.statementsPerOrder, d.preparedExecutesPerOrder, d.commitsPerOrder, d.logFsyncsPerOrder,
                     d.tmpTablesPerOrder, d.diskTmpTablesPerOrder,
                     d.cpuMsPerOrder.map { String(format: "%.2f", $0) } ?? "?", d.shared ? " (shared server: includes other clients)" : ""))
+        }
+        if let b = routesBefore, let a = WriteRoutes.read(socket: server.socketPath) {
+            progress("  " + a.since(b).summary(orders: r.completed + r.failed))
         }
         if let e = r.firstError { progress("  first error: \(e.prefix(300))") }
         let events = try await db.scalar("SELECT COUNT(*) FROM workflow_events")

@@ -481,3 +481,46 @@ final class BenchWorkers: @unchecked Sendable {  // shared state behind `Locked`
         group.wait()
     }
 }
+
+/// The server's writes by where their events went (`workflowd_writes_total`), read with the
+/// `metrics` op: how often the direct path to the log was taken.
+struct WriteRoutes: Sendable {
+    var byRoute: [String: Double] = [:]
+    var transitions: Double = 0
+
+    static func read(socket: String) -> WriteRoutes? {
+        guard let c = try? LineSocket(path: socket), (try? c.send("{\"op\":\"metrics\"}\n")) != nil,
+            let line = try? c.readLine(), let reply = try? JSONParser.parse(String(decoding: line, as: UTF8.self)),
+            let text = reply["metrics"]?.stringValue
+        else { return nil }
+        var r = WriteRoutes()
+        for l in text.split(separator: "\n") where !l.hasPrefix("#") {
+            let parts = l.split(separator: " ")
+            guard parts.count == 2, let v = Double(parts[1]) else { continue }
+            if parts[0].hasPrefix("workflowd_writes_total{route=\""),
+                let route = parts[0].split(separator: "\"").dropFirst().first
+            {
+                r.byRoute[String(route)] = v
+            } else if parts[0] == "workflowd_transitions_applied_total" {
+                r.transitions = v
+            }
+        }
+        return r
+    }
+
+    func since(_ b: WriteRoutes) -> WriteRoutes {
+        WriteRoutes(
+            byRoute: byRoute.reduce(into: [:]) { $0[$1.key] = $1.value - (b.byRoute[$1.key] ?? 0) },
+            transitions: transitions - b.transitions)
+    }
+
+    func summary(orders: Int) -> String {
+        let total = byRoute.values.reduce(0, +)
+        guard total > 0 else { return "writes: none counted" }
+        let shares = byRoute.sorted { $0.key < $1.key }.filter { $0.value > 0 }
+            .map { String(format: "%@ %.0f%%", $0.key, $0.value / total * 100) }.joined(separator: ", ")
+        return String(
+            format: "writes: %.0f (%.2f per order, %.1f transitions per write): %@", total,
+            total / Double(max(1, orders)), transitions / total, shares)
+    }
+}

@@ -164,6 +164,9 @@ struct ServerOptions: ParsableArguments {
         if let ms = try Settings.milliseconds(taskWaitAlert, env, "WORKFLOWD_TASK_WAIT_ALERT", "--task-wait-alert", minimum: 1) {
             c.healthMaxTaskWaitMilliseconds = ms
         }
+        // Fault injection for the crash tests; not an operator's setting.
+        c.killAfterDirectWrites = try Settings.int(
+            nil, env, "WORKFLOWD_TEST_KILL_AFTER_DIRECT_WRITES", "WORKFLOWD_TEST_KILL_AFTER_DIRECT_WRITES", 0, 0...1_000_000_000)
         return c
     }
 
