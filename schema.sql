@@ -1,4 +1,4 @@
--- workflowd schema, version 3.
+-- workflowd schema, version 4.
 --
 -- Applied as-is by `docker-compose up` (mounted into /docker-entrypoint-initdb.d) and, statement
 -- by statement, by `workflowd migrate` / `workflowd serve` at start-up. Every statement is
@@ -183,3 +183,17 @@ CREATE TABLE IF NOT EXISTS workflow_tasks (
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_unicode_ci;
 
 INSERT IGNORE INTO workflow_schema_version (version, applied_at) VALUES (3, UTC_TIMESTAMP(3));
+
+-- Version 4: one unfinished run per foreign id, without a key that every finished run shares.
+-- On a Galera cluster each unique key is also a certification key: with the version 1 key, every
+-- finished run had ('order-processor', NULL), so nodes finishing different runs failed each
+-- other's commits. finished_run_id is '' while the run is unfinished and its run id after: the
+-- new key is (workflow, foreign id, '') for an unfinished run — still at most one per foreign id
+-- — and (workflow, NULL, run id) once it finished, which never conflicts and differs per run.
+ALTER TABLE workflow_records ADD COLUMN IF NOT EXISTS
+    finished_run_id VARCHAR(64) AS (IF(run_state IN (1, 2, 3), '', run_id)) PERSISTENT;
+ALTER TABLE workflow_records
+    ADD UNIQUE KEY IF NOT EXISTS uniq_unfinished_run (workflow_name, active_foreign_id, finished_run_id);
+ALTER TABLE workflow_records DROP KEY IF EXISTS uniq_active_run;
+
+INSERT IGNORE INTO workflow_schema_version (version, applied_at) VALUES (4, UTC_TIMESTAMP(3));

@@ -150,6 +150,7 @@ extension WorkflowEngine {
         families.append(F(
             "workflowd_events_skipped_total", .counter, help: "Events a step consumer passed over, by reason.",
             samples: EngineCore.SkipReason.allCases.enumerated().map { .init(labels: [L("reason", $1.rawValue)], value: Double(skipped[$0])) }))
+        families += core.store.metricFamilies
         let byRoute = c.writesByRoute.snapshot
         families.append(F(
             "workflowd_writes_total", .counter, help: "Transactions of this instance that wrote changes, by where their events went: the log itself (the relay's holder, writer free) or the outbox (and why).",

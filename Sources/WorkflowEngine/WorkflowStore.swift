@@ -6,7 +6,15 @@
 /// (guarantee 2).
 public protocol WorkflowStore: RecordStore, EventLogStore, TimeoutStore, CursorStore, LeaseStore, RetentionStore,
     TaskStore
-{}
+{
+    /// The store's own metrics (the MariaDB store: transactions retried, by cause), read
+    /// without a query; appended to the engine's.
+    var metricFamilies: [MetricFamily] { get }
+}
+
+extension WorkflowStore {
+    public var metricFamilies: [MetricFamily] { [] }
+}
 
 // MARK: - Records
 

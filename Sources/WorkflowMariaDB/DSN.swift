@@ -43,6 +43,11 @@ public struct MariaDBConfiguration: Sendable, Equatable, CustomStringConvertible
     public var writeTimeout: Int = 30
     public var charset: String = "utf8mb4"
     public var collation: String = "utf8mb4_unicode_ci"
+    /// `wsrep_sync_wait` for every session (`wsrep_sync_wait=N` in the DSN, 0…15): on a Galera
+    /// cluster, 1 makes each read wait until the node has applied every write the cluster
+    /// committed before it (read-your-writes across nodes). nil: the server's setting, unless
+    /// workflowd finds a cluster and sets 1 (see `ClusterCheck`).
+    public var syncWait: Int?
 
     public init(endpoint: Endpoint, user: String, password: String? = nil, database: String) {
         self.endpoint = endpoint
@@ -54,9 +59,10 @@ public struct MariaDBConfiguration: Sendable, Equatable, CustomStringConvertible
     /// The DSN with the password replaced by `***`: the only form that may be logged.
     public var description: String {
         let auth = password == nil ? user : "\(user):***"
+        let extra = syncWait.map { "&wsrep_sync_wait=\($0)" } ?? ""
         switch endpoint {
-        case .tcp(let host, let port): return "\(auth)@tcp(\(host):\(port))/\(database)?tls=\(tls.rawValue)"
-        case .unix(let path): return "\(auth)@unix(\(path))/\(database)?tls=\(tls.rawValue)"
+        case .tcp(let host, let port): return "\(auth)@tcp(\(host):\(port))/\(database)?tls=\(tls.rawValue)\(extra)"
+        case .unix(let path): return "\(auth)@unix(\(path))/\(database)?tls=\(tls.rawValue)\(extra)"
         }
     }
 
@@ -235,6 +241,11 @@ public struct MariaDBConfiguration: Sendable, Equatable, CustomStringConvertible
                     throw ParseError(message: "parameter collation: '\(value)' is not a collation name")
                 }
                 collation = value
+            case "wsrep_sync_wait":
+                guard let n = Int(value), (0...15).contains(n) else {
+                    throw ParseError(message: "parameter wsrep_sync_wait: '\(value)' is not a number from 0 to 15")
+                }
+                syncWait = n
             case "socket":
                 guard value.hasPrefix("/") else { throw ParseError(message: "parameter socket: path must be absolute") }
                 endpoint = .unix(path: value)

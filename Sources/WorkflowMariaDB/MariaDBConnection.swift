@@ -47,6 +47,9 @@ public final class MariaDBConnection {
         _ = mysql_options(m, MYSQL_INIT_COMMAND, "SET time_zone = '+00:00'")
         _ = mysql_options(m, MYSQL_INIT_COMMAND, "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
         _ = mysql_options(m, MYSQL_INIT_COMMAND, "SET collation_connection = '\(configuration.collation)'")
+        if let wait = configuration.syncWait {
+            _ = mysql_options(m, MYSQL_INIT_COMMAND, "SET SESSION wsrep_sync_wait = \(wait)")
+        }
         var off: my_bool = 0
         _ = mysql_options(m, MYSQL_OPT_RECONNECT, &off)  // we reconnect ourselves, knowingly
         switch configuration.tls {

@@ -59,7 +59,9 @@ public struct MariaDBError: Error, Sendable, CustomStringConvertible, Equatable 
         case 2006, 2013, 2055, 4031, 1927, 1053: .connectionLost
         // 2002/2003 cannot connect, 2005 unknown host, 1040 too many connections,
         // 1129 host blocked, 2026 TLS error, 1045 access denied is configuration.
-        case 2002, 2003, 2005, 1040, 1129, 2026: .unavailable
+        // 1047 on a Galera node outside the primary component ("WSREP has not yet prepared
+        // node for application use"): the node takes no reads or writes until it rejoins.
+        case 2002, 2003, 2005, 1040, 1129, 2026, 1047: .unavailable
         case 1045, 1044, 1049: .configuration
         case 1062: .duplicateKey
         default: .other

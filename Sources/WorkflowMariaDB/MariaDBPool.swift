@@ -1,6 +1,7 @@
 import CMariaDB
 import Foundation
 import Logging
+import Synchronization
 
 /// Pool sizing, with the seed's defaults (Go's `database/sql` settings in the seed README).
 public struct PoolConfiguration: Sendable, Equatable {
@@ -12,8 +13,9 @@ public struct PoolConfiguration: Sendable, Equatable {
     public var maxLifetimeSeconds: Double = 300
     /// How long a surplus idle connection waits for work before it closes. Default 1 s.
     public var idleLingerSeconds: Double = 1
-    /// Attempts of one transaction on deadlock (1213), lock wait timeout (1205) or a connection
-    /// lost before COMMIT. Default 5.
+    /// Attempts of one transaction on deadlock (1213 — on a Galera cluster also a certification
+    /// failure at COMMIT), lock wait timeout (1205) or a connection lost before COMMIT.
+    /// Default 5; workflowd raises it to 10 on a Galera cluster.
     public var transactionAttempts: Int = 5
     /// Attempts to connect before reporting UNAVAILABLE. Default 3.
     public var connectAttempts: Int = 3
@@ -39,6 +41,33 @@ public final class MariaDBPool: Sendable {
     public let poolConfiguration: PoolConfiguration
     let logger: Logger
     private let shared: Shared
+    /// Transactions tried again, by cause (for metrics and tests).
+    public let retries = Retries()
+
+    /// Counts of transactions rolled back and tried again, and of those that ran out of attempts.
+    public final class Retries: Sendable {
+        /// 1213 from a statement: a deadlock (or, on Galera, a replicated write that aborted
+        /// this transaction).
+        public let deadlock = Atomic<Int>(0)
+        /// 1213 at COMMIT: on a Galera cluster, a certification failure (another node committed
+        /// a conflicting write first). Nothing was applied.
+        public let certification = Atomic<Int>(0)
+        /// 1205 lock wait timeout.
+        public let lockWait = Atomic<Int>(0)
+        /// The connection broke before COMMIT was sent.
+        public let connectionLost = Atomic<Int>(0)
+        /// Transactions that failed on their last attempt with one of the above.
+        public let exhausted = Atomic<Int>(0)
+
+        func count(_ e: MariaDBError, atCommit: Bool) {
+            switch (e.errno, atCommit) {
+            case (1213, true): certification.add(1, ordering: .relaxed)
+            case (1213, false): deadlock.add(1, ordering: .relaxed)
+            case (1205, _): lockWait.add(1, ordering: .relaxed)
+            default: connectionLost.add(1, ordering: .relaxed)
+            }
+        }
+    }
 
     public init(configuration: MariaDBConfiguration, pool: PoolConfiguration = .init(), logger: Logger) {
         precondition(pool.maxOpen >= 1 && pool.maxIdle >= 0, "bad pool configuration")
@@ -99,6 +128,7 @@ public final class MariaDBPool: Sendable {
     ) async throws -> T {
         let attempts = poolConfiguration.transactionAttempts
         let logger = self.logger
+        let retries = self.retries
         return try await submit { worker in
             var attempt = 0
             while true {
@@ -120,7 +150,12 @@ public final class MariaDBPool: Sendable {
                     }
                     worker.rollback()
                     let retry = e.kind == .retryableConflict || e.kind == .connectionLost
-                    guard retry, attempt < attempts else { throw e }
+                    guard retry else { throw e }
+                    guard attempt < attempts else {
+                        retries.exhausted.add(1, ordering: .relaxed)
+                        throw e
+                    }
+                    retries.count(e, atCommit: committing)
                     logger.debug(
                         "retrying transaction",
                         metadata: ["db.errno": "\(e.errno)", "attempt": "\(attempt)"])

@@ -94,7 +94,7 @@ extension MariaDBWorkflowStore {
                 Array(runs.map(runRow).joined()))
             return true
         } catch {
-            if error.kind == .duplicateKey && error.message.contains("uniq_active_run") { return false }
+            if error.kind == .duplicateKey && error.message.contains("uniq_unfinished_run") { return false }
             throw error
         }
     }

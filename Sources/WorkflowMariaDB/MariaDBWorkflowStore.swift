@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 import WorkflowEngine
 
 /// The engine's stores on MariaDB: records, outbox and event log, timeouts, cursors, leases.
@@ -176,6 +177,26 @@ public final class MariaDBWorkflowStore: WorkflowStore {
         [
             .text(run.workflow), .text(run.foreignID), .text(run.runID), .int(t.status), .int(t.kind.rawValue),
             .int(t.attempt), .timestamp(t.expireAt), .timestamp(now),
+        ]
+    }
+}
+
+extension MariaDBWorkflowStore {
+    public var metricFamilies: [MetricFamily] {
+        let r = pool.retries
+        let samples: [(String, Int)] = [
+            ("deadlock", r.deadlock.load(ordering: .relaxed)), ("certification", r.certification.load(ordering: .relaxed)),
+            ("lock_wait", r.lockWait.load(ordering: .relaxed)), ("connection_lost", r.connectionLost.load(ordering: .relaxed)),
+        ]
+        return [
+            MetricFamily(
+                "workflowd_db_transaction_retries_total", .counter,
+                help: "Transactions rolled back and tried again, by cause: deadlock (1213 from a statement), certification (1213 at COMMIT: on a Galera cluster another node committed a conflicting write first), lock_wait (1205), connection_lost (before COMMIT).",
+                samples: samples.map { .init(labels: [.init("cause", $0.0)], value: Double($0.1)) }),
+            MetricFamily(
+                "workflowd_db_transaction_retries_exhausted_total", .counter,
+                help: "Transactions that still failed with a retryable error on their last attempt (the caller sees the error).",
+                samples: [.init(value: Double(r.exhausted.load(ordering: .relaxed)))]),
         ]
     }
 }

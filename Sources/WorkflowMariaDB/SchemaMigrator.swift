@@ -3,8 +3,13 @@ import WorkflowEngine
 
 /// Applies the schema idempotently and records its version in `workflow_schema_version`.
 ///
-/// Every statement of `schema.sql` is `CREATE TABLE IF NOT EXISTS` or `INSERT IGNORE`, so a
-/// second run changes nothing. Several instances starting at once serialise on a named lock.
+/// Every statement of `schema.sql` is idempotent (`CREATE TABLE IF NOT EXISTS`, `INSERT IGNORE`,
+/// `ALTER TABLE … ADD … IF NOT EXISTS` / `DROP … IF EXISTS`), so a second run changes nothing.
+/// Several instances starting at once on one server serialise on a named lock. On a Galera
+/// cluster that lock is only the node's own (`GET_LOCK` is not replicated), so instances on
+/// different nodes may migrate at the same moment: the DDL is applied in one total order across
+/// the cluster, each statement finds the previous one's work done, and a statement aborted by
+/// the other node's DDL or certification (1213) is run again.
 /// Migrations only go forward: a database whose version is newer than this build is refused.
 ///
 /// A schema that is already current needs no DDL: `migrate()` then only reads the version, so a
@@ -61,7 +66,7 @@ public struct SchemaMigrator: Sendable {
             }
             if before < target {
                 do {
-                    for s in statements { try c.executeText(s) }
+                    for s in statements { try Self.execute(c, s) }
                 } catch let e as MariaDBError where Self.isPermissionDenied(e) {
                     throw Self.needsAdmin(found: before, cause: e)
                 }
@@ -88,6 +93,25 @@ public struct SchemaMigrator: Sendable {
         }
         if found < target { throw Self.needsAdmin(found: found, cause: nil) }
         logger.debug("schema up to date", metadata: ["schema.version": "\(found)"])
+    }
+
+    /// Runs one idempotent schema statement, again after a deadlock or lock wait (on Galera: a
+    /// concurrent migration on another node, or a certification failure), up to 10 times with
+    /// jittered back-off.
+    static func execute(_ c: MariaDBConnection, _ sql: String) throws(MariaDBError) {
+        var attempt = 1
+        while true {
+            let failure: MariaDBError
+            do {
+                try c.executeText(sql)
+                return
+            } catch {
+                failure = error
+            }
+            guard failure.kind == .retryableConflict, attempt < 10 else { throw failure }
+            MariaDBPool.backOff(attempt: attempt)
+            attempt += 1
+        }
     }
 
     /// 1142 table, 1044 database, 1227 specific privilege denied.

@@ -245,6 +245,14 @@ final class Service {
             } else {
                 try await migrator.migrate()
             }
+            try await db.cluster.checkTables(db.pool, logger: logger)
+            if db.cluster.galera && engineConfiguration.leaseTTLMilliseconds < 10_000 {
+                // A node that dies stalls the cluster's writes until the others evict it
+                // (evs.suspect_timeout, 5 s by default): renewals stall with them.
+                logger.warning(
+                    "lease TTL below 10 s on a Galera cluster: leases will change hands whenever a node failure stalls the cluster's writes; use --lease-ttl-ms 10000 or more",
+                    metadata: ["lease.ttl_ms": "\(engineConfiguration.leaseTTLMilliseconds)"])
+            }
             let store = MariaDBWorkflowStore(pool: db.pool, logger: logger)
             let engine = try WorkflowEngine(
                 store: store, definitions: [try OrderWorkflow.definition(configuration: orders)],

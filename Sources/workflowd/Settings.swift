@@ -237,6 +237,8 @@ struct Settings {
 final class DatabaseHandle {
     let configuration: MariaDBConfiguration
     let pool: MariaDBPool
+    /// What the server is (a Galera node or not) and how its settings were checked.
+    let cluster: ClusterCheck
     private let embedded: PrivateMariaDB?
     private let startedEmbedded: Bool
     let logger: Logger
@@ -246,6 +248,7 @@ final class DatabaseHandle {
 
     init(settings: Settings, logger: Logger) async throws {
         self.logger = logger
+        var configuration: MariaDBConfiguration
         if let configured = try settings.databaseConfiguration() {
             configuration = configured
             embedded = nil
@@ -271,7 +274,32 @@ final class DatabaseHandle {
             base.database = Self.embeddedDatabaseName
             configuration = base
         }
-        pool = MariaDBPool(configuration: configuration, pool: settings.pool, logger: logger)
+        // Is it a Galera node, and are its settings safe? (One query over the pool's first
+        // connection; on a cluster the pool is made again with the cluster's settings.)
+        var pool = MariaDBPool(configuration: configuration, pool: settings.pool, logger: logger)
+        let cluster: ClusterCheck
+        do {
+            cluster = try await pool.withConnection { try ClusterCheck.probe($0) }
+            try cluster.requireSafe()
+        } catch {
+            await pool.shutdownOffThread()
+            throw error
+        }
+        if cluster.galera {
+            let (c, p) = cluster.adjusted(configuration, settings.pool)
+            await pool.shutdownOffThread()
+            configuration = c
+            pool = MariaDBPool(configuration: c, pool: p, logger: logger)
+            logger.info(
+                "MariaDB is a node of a Galera cluster",
+                metadata: [
+                    "cluster.size": "\(cluster.clusterSize.map(String.init) ?? "?")",
+                    "wsrep_sync_wait": "\(c.syncWait ?? 0)", "transaction.attempts": "\(p.transactionAttempts)",
+                ])
+        }
+        self.configuration = configuration
+        self.cluster = cluster
+        self.pool = pool
     }
 
     /// Creates the database named in `dsn` if it is missing (for `migrate --create-database`).

@@ -97,7 +97,7 @@ struct ConcurrencyTests {
             #expect(refused?.kind == .duplicateKey)
             #expect(refused?.errno == 1062)
             #expect(refused?.sqlState == "23000")
-            #expect(refused?.message.contains("uniq_active_run") == true, "\(String(describing: refused))")
+            #expect(refused?.message.contains("uniq_unfinished_run") == true, "\(String(describing: refused))")
             // Paused counts as unfinished too.
             await #expect(throws: MariaDBError.self) {
                 try await pool.transaction { c in

@@ -75,6 +75,15 @@ struct DSNTests {
         #expect(c.tlsKey == "/etc/ssl/k.pem")
     }
 
+    /// Galera: reads that wait for the cluster's earlier writes, set from the DSN.
+    @Test func wsrepSyncWait() throws {
+        let c = try MariaDBConfiguration(dsn: "app@tcp(db1:3306)/orders?wsrep_sync_wait=1")
+        #expect(c.syncWait == 1)
+        #expect(c.description.hasSuffix("&wsrep_sync_wait=1"))
+        #expect(try MariaDBConfiguration(dsn: "app@tcp(db1:3306)/orders?wsrep_sync_wait=0").syncWait == 0)
+        #expect(try MariaDBConfiguration(dsn: "app@tcp(db1:3306)/orders").syncWait == nil)
+    }
+
     @Test func timeoutParameters() throws {
         let c = try MariaDBConfiguration(dsn: "app@tcp(db:3306)/wf?timeout=5s&readTimeout=500ms&writeTimeout=1m30s")
         #expect(c.connectTimeout == 5)
@@ -193,6 +202,8 @@ struct DSNTests {
         ("app:\(secret)@tcp(db:3306)/orders?charset=utf8;drop", "parameter charset"),
         ("app:\(secret)@tcp(db:3306)/orders?collation=x%27y", "parameter collation"),
         ("app:\(secret)@tcp(db:3306)/orders?socket=rel.sock", "parameter socket"),
+        ("app:\(secret)@tcp(db:3306)/orders?wsrep_sync_wait=16", "parameter wsrep_sync_wait"),
+        ("app:\(secret)@tcp(db:3306)/orders?wsrep_sync_wait=yes", "parameter wsrep_sync_wait"),
         ("app:\(secret)@tcp(db:3306)/ord%zzers", "percent-escape in the database"),
         ("app:\(secret)%zz@tcp(db:3306)/orders", "percent-escape in the password"),
         ("app:\(secret)%ff@tcp(db:3306)/orders", "password is not valid UTF-8"),

@@ -16,16 +16,18 @@ struct HealthSchemaTests {
 
     @Test func healthReportsTheSchemaVersionAndFailsOnAMismatch() async throws {
         try await TestDatabase.with { store, pool in
-            #expect(try await store.schemaVersions() == (3, 3))
+            let current = SchemaMigrator.currentVersion
+            #expect(try await store.schemaVersions() == (current, current))
             let engine = try WorkflowEngine(store: store, definitions: [try Self.definition()], logger: TestDatabase.logger)
             let ok = await engine.health()
-            #expect(ok.checks["schema"] == HealthCheck(ok: true, detail: "version 3"))
+            #expect(ok.checks["schema"] == HealthCheck(ok: true, detail: "version \(SchemaMigrator.currentVersion)"))
             _ = try await pool.withConnection {
-                try $0.execute("INSERT INTO workflow_schema_version (version, applied_at) VALUES (4, UTC_TIMESTAMP(3))")
+                try $0.execute(
+                    "INSERT INTO workflow_schema_version (version, applied_at) VALUES (?, UTC_TIMESTAMP(3))", [.int(Int64(current + 1))])
             }
             let bad = await engine.health()
             #expect(bad.checks["schema"]?.ok == false)
-            #expect(bad.checks["schema"]?.detail.contains("version 4") == true)
+            #expect(bad.checks["schema"]?.detail.contains("version \(current + 1)") == true)
             #expect(!bad.healthy)
         }
     }

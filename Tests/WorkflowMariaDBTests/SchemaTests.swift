@@ -24,11 +24,13 @@ struct SchemaTests {
             Issue.record("schema.sql and Schema.sql differ at byte \(at): \(String(decoding: a[at..<min(a.count, at + 60)], as: UTF8.self))")
         }
         #expect(
-            SchemaMigrator.statements.count == 14,
-            "v1: 7 tables and the version row; v2: 2 indexes, 1 table, the version row; v3: 1 table, the version row")
+            SchemaMigrator.statements.count == 18,
+            "v1: 7 tables and the version row; v2: 2 indexes, 1 table, the version row; v3: 1 table, the version row; v4: 3 ALTERs, the version row")
+        // Every statement is idempotent (IF NOT EXISTS / IF EXISTS / IGNORE).
         #expect(
             SchemaMigrator.statements.allSatisfy {
                 $0.hasPrefix("CREATE TABLE IF NOT EXISTS") || $0.hasPrefix("CREATE INDEX IF NOT EXISTS") || $0.hasPrefix("INSERT IGNORE")
+                    || ($0.hasPrefix("ALTER TABLE") && ($0.contains(" IF NOT EXISTS") || $0.contains(" IF EXISTS")))
             })
     }
 
@@ -61,12 +63,13 @@ struct SchemaTests {
         try await TestDatabase.with { _, pool async throws in
             let before = try await Self.dump(pool)
             #expect(before.filter { $0[0] == "table" }.count == 9)
-            #expect(before.filter { $0[0] == "version" }.map { $0[1] } == ["1", "2", "3"])
-            #expect(before.contains { $0[0] == "index" && $0[2] == "uniq_active_run" && $0[5] == "0" })
+            #expect(before.filter { $0[0] == "version" }.map { $0[1] } == (1...SchemaMigrator.currentVersion).map(String.init))
+            #expect(before.contains { $0[0] == "index" && $0[2] == "uniq_unfinished_run" && $0[5] == "0" })
+            #expect(!before.contains { $0[0] == "index" && $0[2] == "uniq_active_run" })
             try await Task.sleep(for: .milliseconds(5))  // so a rewritten applied_at would differ
             let migrator = SchemaMigrator(pool: pool, logger: TestDatabase.logger)
-            #expect(try await migrator.migrate() == 3, "the second migration finds version 3")
-            #expect(try await migrator.version() == 3)
+            #expect(try await migrator.migrate() == SchemaMigrator.currentVersion, "the second migration finds the current version")
+            #expect(try await migrator.version() == SchemaMigrator.currentVersion)
             #expect(try await Self.dump(pool) == before)
             // The statements themselves are idempotent too (docker-compose applies the file).
             try await pool.withConnection { c in
@@ -87,8 +90,8 @@ struct SchemaTests {
             let migrator = SchemaMigrator(pool: pool, logger: TestDatabase.logger)
             #expect(try await migrator.version() == 0)
             #expect(try await migrator.migrate() == 0)
-            #expect(try await migrator.version() == 3)
-            #expect(try await TestDatabase.scalar(pool, "SELECT COUNT(*) FROM workflow_schema_version") == 3)
+            #expect(try await migrator.version() == SchemaMigrator.currentVersion)
+            #expect(try await TestDatabase.scalar(pool, "SELECT COUNT(*) FROM workflow_schema_version") == SchemaMigrator.currentVersion)
         }
     }
 
@@ -119,12 +122,12 @@ struct SchemaTests {
                 #expect(try await migrator.version() == 1)
                 await #expect(throws: MariaDBError.self) { try await migrator.verify() }
                 #expect(try await migrator.migrate() == 1, "the migration starts from version 1")
-                #expect(try await migrator.version() == 3)
+                #expect(try await migrator.version() == SchemaMigrator.currentVersion)
                 try await migrator.verify()
                 #expect(try await Self.dump(pool).filter { $0[0] != "version" } == expected)
                 #expect(
                     try await TestDatabase.text(pool, "SELECT version FROM workflow_schema_version ORDER BY version")
-                        == [["1"], ["2"], ["3"]])
+                        == (1...SchemaMigrator.currentVersion).map { [String($0)] })
                 #expect(try await old.lookup(runID: run.runID)?.foreignID == "order-v1")
                 #expect(try await old.head() == 1)
                 // The new parts work on the upgraded database.
@@ -135,7 +138,7 @@ struct SchemaTests {
     }
 
     /// A database made by version 2 (schema.sql of that release) with a run waiting in a status
-    /// that becomes external upgrades to version 3 exactly like a fresh database, and the run gets
+    /// that becomes external upgrades to the current version exactly like a fresh database, and the run gets
     /// its task: the engine opens the tasks missing for runs already waiting there, once.
     @Test func versionTwoUpgradesToThreeAndWaitingRunsGetTheirTasks() async throws {
         try await TestDatabase.with { _, fresh async throws in
@@ -157,12 +160,12 @@ struct SchemaTests {
                 #expect(try await migrator.version() == 2)
                 await #expect(throws: MariaDBError.self) { try await migrator.verify() }
                 #expect(try await migrator.migrate() == 2, "the migration starts from version 2")
-                #expect(try await migrator.version() == 3)
+                #expect(try await migrator.version() == SchemaMigrator.currentVersion)
                 try await migrator.verify()
                 #expect(try await Self.dump(pool).filter { $0[0] != "version" } == expected)
                 #expect(
                     try await TestDatabase.text(pool, "SELECT version FROM workflow_schema_version ORDER BY version")
-                        == [["1"], ["2"], ["3"]])
+                        == (1...SchemaMigrator.currentVersion).map { [String($0)] })
                 #expect(try await store.lookup(runID: waiting.runID) == waiting)
                 // Status 2 is now external: the missing task is opened once, then claimable.
                 let now = Fixtures.t0.adding(milliseconds: 1000)
@@ -177,10 +180,58 @@ struct SchemaTests {
         }
     }
 
+    /// A database made by version 3, with finished and unfinished runs, upgrades to version 4:
+    /// the key that kept one unfinished run per foreign id is replaced by one that finished runs
+    /// do not share, and it still refuses a second unfinished run while allowing any number of
+    /// finished ones.
+    @Test func versionThreeUpgradesToFourAndStillRefusesASecondUnfinishedRun() async throws {
+        try await TestDatabase.with { _, fresh async throws in
+            let expected = try await Self.dump(fresh).filter { $0[0] != "version" }
+            try await TestDatabase.with { _, pool async throws in
+                try await pool.withConnection { c in
+                    for t in Self.tables { try c.executeText("DROP TABLE IF EXISTS \(t)") }
+                    for s in SchemaMigrator.split(SchemaV3.sql) { try c.executeText(s) }
+                }
+                let store = MariaDBWorkflowStore(pool: pool, logger: TestDatabase.logger)
+                let done = Fixtures.run(foreignID: "order-v3", status: 5, state: .completed, at: Fixtures.t0)
+                let open = Fixtures.run(foreignID: "order-v3", status: 2, state: .running, at: Fixtures.t0.adding(milliseconds: 1))
+                try await pool.transaction { c in
+                    for r in [done, open] {
+                        try c.execute(
+                            "INSERT INTO workflow_records (\(MariaDBWorkflowStore.runColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            MariaDBWorkflowStore.runRow(r))
+                    }
+                }
+                let migrator = SchemaMigrator(pool: pool, logger: TestDatabase.logger)
+                #expect(try await migrator.migrate() == 3, "the migration starts from version 3")
+                #expect(try await migrator.version() == 4)
+                #expect(try await Self.dump(pool).filter { $0[0] != "version" } == expected)
+                #expect(try await store.lookup(runID: done.runID) == done)
+                #expect(try await store.lookup(runID: open.runID) == open)
+                // The unfinished run is still the one a submit for its foreign id finds.
+                let again = Fixtures.run(foreignID: "order-v3", status: 1, state: .initiated, at: Fixtures.t0.adding(milliseconds: 2))
+                let refused = try await store.create(NewRun(run: again))
+                #expect(refused == .existing(open))
+                // Finished runs share no key: a second finished run of the foreign id is stored.
+                let doneToo = Fixtures.run(foreignID: "order-v3", status: 6, state: .completed, at: Fixtures.t0.adding(milliseconds: 3))
+                try await pool.transaction { c in
+                    try c.execute(
+                        "INSERT INTO workflow_records (\(MariaDBWorkflowStore.runColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        MariaDBWorkflowStore.runRow(doneToo))
+                }
+                #expect(try await TestDatabase.scalar(pool, "SELECT COUNT(*) FROM workflow_records WHERE foreign_id = 'order-v3'") == 3)
+                #expect(
+                    try await TestDatabase.scalar(
+                        pool, "SELECT COUNT(DISTINCT finished_run_id) FROM workflow_records WHERE foreign_id = 'order-v3'")
+                        == 3, "each finished run has a key of its own")
+            }
+        }
+    }
+
     @Test func aNewerSchemaVersionIsRefused() async throws {
         try await TestDatabase.with { _, pool async throws in
             try await pool.transaction { c in
-                try c.execute("INSERT INTO workflow_schema_version (version, applied_at) VALUES (4, ?)", [.timestamp(Fixtures.t0)])
+                try c.execute("INSERT INTO workflow_schema_version (version, applied_at) VALUES (?, ?)", [.int(Int64(SchemaMigrator.currentVersion + 1)), .timestamp(Fixtures.t0)])
             }
             let before = try await Self.dump(pool)
             do {
@@ -188,7 +239,7 @@ struct SchemaTests {
                 Issue.record("migrated a database with a newer schema version")
             } catch let e as MariaDBError {
                 #expect(e.kind == .configuration)
-                #expect(e.message.contains("schema version 4"), "\(e.message)")
+                #expect(e.message.contains("schema version \(SchemaMigrator.currentVersion + 1)"), "\(e.message)")
                 #expect(e.message.contains("newer"), "\(e.message)")
             }
             #expect(try await Self.dump(pool) == before)
