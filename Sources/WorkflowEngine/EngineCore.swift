@@ -171,24 +171,15 @@ final class EngineCore: Sendable {
     var isStopping: Bool { stopRequested.isFired }
 
     /// Runs a write of runs' changes: straight into the log when this instance holds the relay
-    /// lease (once the log writer is its turn; its events delivered before the writer is
-    /// released, so they arrive in `seq` order), through the outbox otherwise. `committed` runs once the
-    /// write has committed and before its events are delivered (so what reacts to an event —
-    /// a consumer, an `await` — finds the run in memory).
+    /// lease (the store takes the log writer's turn inside the transaction, after the write's
+    /// other statements, so writes overlap until their append; the events are delivered before
+    /// the turn is given back, so they arrive in `seq` order), through the outbox otherwise.
+    /// `committed` runs once the write has committed and before its events are delivered (so
+    /// what reacts to an event — a consumer, an `await` — finds the run in memory).
     func write<T: Sendable>(
         _ body: (EventRoute) async throws -> Written<T>, committed: (T) -> Void = { _ in }
     ) async throws -> T {
-        let a = hooks.withLock({ $0 })
-        var held: LogWriter.Ticket?
-        if let a, a.isRelay() {
-            held = await logWriter.acquire()
-            // The lease may have gone while this write waited for the writer.
-            if !a.isRelay(), let t = held {
-                logWriter.release(t, head: t.head, drained: false)
-                held = nil
-            }
-        }
-        guard let a, let ticket = held else {
+        guard let a = hooks.withLock({ $0 }), a.isRelay() else {
             let value = try await body(.outbox).value
             counters.writesByRoute.add(WriteRoute.notRelay.index, 1)
             committed(value)
@@ -196,9 +187,20 @@ final class EngineCore: Sendable {
             relayWakeup.signal()
             return value
         }
-        let others = a.othersLive()
+        let turn = WriterTurn(core: self, hooks: a)
         do {
-            let written = try await body(.log(knownHead: ticket.head, outboxEmpty: ticket.outboxClean && !others))
+            let written = try await body(.log(turn.route))
+            guard let ticket = turn.ticket else {
+                committed(written.value)
+                // Refused (the lease went while the write waited): its events went to the
+                // outbox. Never taken: the write had no event to append.
+                if turn.route.taken {
+                    counters.writesByRoute.add(WriteRoute.notRelay.index, 1)
+                    logWriter.wroteOutbox()
+                    relayWakeup.signal()
+                }
+                return written.value
+            }
             if configuration.killAfterDirectWrites > 0, !written.appended.isEmpty,
                 directWrites.add(1, ordering: .relaxed).newValue == configuration.killAfterDirectWrites
             {
@@ -207,10 +209,11 @@ final class EngineCore: Sendable {
             }
             committed(written.value)
             if !written.appended.isEmpty { await a.deliver(written.appended) }
-            // Events written, none appended: the store fell back to the outbox (many rows
-            // pending), or the write had none (a retry's bookkeeping). The relay looks then.
+            // The turn taken, nothing appended: the store used the outbox (too many rows were
+            // pending). The relay looks then.
             let fellBack = written.appended.isEmpty
             counters.writesByRoute.add((fellBack ? WriteRoute.backlog : .log).index, 1)
+            let others = a.othersLive()
             logWriter.release(ticket, head: written.appended.last?.seq ?? ticket.head, drained: !fellBack && !others)
             if fellBack {
                 logWriter.wroteOutbox()
@@ -218,8 +221,35 @@ final class EngineCore: Sendable {
             }
             return written.value
         } catch {
-            logWriter.release(ticket, head: nil, drained: false)
+            if let ticket = turn.ticket { logWriter.release(ticket, head: nil, drained: false) }
             throw error
+        }
+    }
+
+    /// One write's turn at the log writer, taken by the store when it is ready to append.
+    private final class WriterTurn: @unchecked Sendable {  // its write's transaction, then the write
+        private(set) var ticket: LogWriter.Ticket?
+        private(set) var route: LogTurn!
+
+        init(core: EngineCore, hooks: Hooks) {
+            let writer = core.logWriter
+            route = LogTurn(
+                blocking: { [unowned self] in
+                    self.granted(writer.acquireBlocking(), writer: writer, hooks: hooks)
+                },
+                async: { [unowned self] in
+                    self.granted(await writer.acquire(), writer: writer, hooks: hooks)
+                })
+        }
+
+        private func granted(_ t: LogWriter.Ticket, writer: LogWriter, hooks: Hooks) -> LogTurn.Grant? {
+            // The lease may have gone while this write waited for its turn.
+            guard hooks.isRelay() else {
+                writer.release(t, head: t.head, drained: false)
+                return nil
+            }
+            ticket = t
+            return LogTurn.Grant(knownHead: t.head, outboxEmpty: t.outboxClean && !hooks.othersLive())
         }
     }
 

@@ -75,7 +75,7 @@ public final class InMemoryWorkflowStore: WorkflowStore, RunCountingStore {
     public func create(batch: [NewRun], route: EventRoute) async throws -> Written<[CreateRunResult]> {
         var results: [CreateRunResult] = []
         for n in batch { results.append(try await create(n)) }
-        guard case .log = route else { return Written(results) }
+        guard case .log(let turn) = route, await turn.take() != nil else { return Written(results) }
         return Written(results, appended: state.withLock { Self.logPendingOutbox(&$0) })
     }
 
@@ -91,8 +91,16 @@ public final class InMemoryWorkflowStore: WorkflowStore, RunCountingStore {
     }
 
     public func update(_ updates: [RunUpdate], route: EventRoute) async throws -> Written<[UpdateOutcome]> {
+        let outcomes = try applyUpdates(updates)
+        // The `.log` route: the turn, then the pending outbox rows (this write's among them)
+        // into the log.
+        guard case .log(let turn) = route, await turn.take() != nil else { return Written(outcomes) }
+        return Written(outcomes, appended: state.withLock { Self.logPendingOutbox(&$0) })
+    }
+
+    private func applyUpdates(_ updates: [RunUpdate]) throws -> [UpdateOutcome] {
         let now = clock.now()
-        return try state.withLock { s -> Written<[UpdateOutcome]> in
+        return try state.withLock { s -> [UpdateOutcome] in
             s.updateCalls += 1
             if s.failingUpdates > 0 {
                 s.failingUpdates -= 1
@@ -141,8 +149,7 @@ public final class InMemoryWorkflowStore: WorkflowStore, RunCountingStore {
                 if u.emitsEvent { Self.addOutbox(&s, u.run.event, now: now) }
                 outcomes.append(.applied)
             }
-            guard case .log = route else { return Written(outcomes) }
-            return Written(outcomes, appended: Self.logPendingOutbox(&s))
+            return outcomes
         }
     }
 

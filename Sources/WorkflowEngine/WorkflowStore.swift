@@ -190,20 +190,76 @@ public struct RunPage: Sendable {
 }
 
 /// Where the events of a write go.
-public enum EventRoute: Sendable, Equatable {
+public enum EventRoute: Sendable {
     /// Outbox rows, moved into the log later by the relay (in their own transaction).
     case outbox
     /// Straight into the log, in the write's own transaction: first the outbox rows still
-    /// pending (other instances' changes, or this one's from a busy moment), then this write's
+    /// pending (other instances' changes, or this one's from a backlog), then this write's
     /// events, numbered on from the log's head — so a run's events keep their order. Only for
-    /// the holder of the `relay` lease, one such write at a time. `knownHead` is the head as the
-    /// caller last saw it (nil: read it); if it is stale, the insert meets a duplicate `seq` and
-    /// the transaction is tried again with the head read. If many rows are pending, the write
-    /// falls back to the outbox (the relay moves them in order).
-    /// `outboxEmpty`: the caller knows no outbox row is pending (every write it made since the
-    /// outbox was last drained went to the log, and no other instance writes): the pending rows
-    /// need not be looked for.
-    case log(knownHead: Int64?, outboxEmpty: Bool = false)
+    /// the holder of the `relay` lease, one such append at a time: the store takes the `turn`
+    /// after the write's other statements, right before it appends (so writes overlap until
+    /// then), and the caller gives it back after the commit. If the head the turn knows is
+    /// stale, the insert meets a duplicate `seq` and the transaction is tried again with the head
+    /// read. If many rows are pending, or the turn says the lease is gone, the write uses the
+    /// outbox.
+    case log(LogTurn)
+}
+
+/// One write's turn at appending to the log (see `EventRoute.log`). Used by one write at a
+/// time: its transaction (which may run again after a deadlock) and then its caller.
+public final class LogTurn: @unchecked Sendable {
+    /// What the store may assume once it holds the turn.
+    public struct Grant: Sendable, Equatable {
+        /// The log's head as the previous appender left it (nil: read it).
+        public var knownHead: Int64?
+        /// No outbox row is pending (every write since the outbox was last drained went to the
+        /// log, and no other instance writes): the pending rows need not be looked for.
+        public var outboxEmpty: Bool
+        public init(knownHead: Int64?, outboxEmpty: Bool) {
+            self.knownHead = knownHead
+            self.outboxEmpty = outboxEmpty
+        }
+    }
+
+    private let takeBlocking: @Sendable () -> Grant?
+    private let takeAsync: @Sendable () async -> Grant?
+    /// Set once the turn was taken (nil: not taken, or refused).
+    public private(set) var grant: Grant?
+    public private(set) var taken = false
+
+    /// `blocking` is for a database thread (it may wait for the previous appender); `async`
+    /// for a store whose writes run on Swift's concurrency pool. Either returns nil when the
+    /// write must use the outbox after all.
+    public init(blocking: @escaping @Sendable () -> Grant?, async: @escaping @Sendable () async -> Grant?) {
+        self.takeBlocking = blocking
+        self.takeAsync = `async`
+    }
+
+    /// A turn that is granted at once (tests of stores).
+    public static func granted(knownHead: Int64? = nil, outboxEmpty: Bool = false) -> LogTurn {
+        let g = Grant(knownHead: knownHead, outboxEmpty: outboxEmpty)
+        return LogTurn(blocking: { g }, async: { g })
+    }
+
+    /// Takes the turn from a database thread (waiting for it); later calls return the same grant.
+    public func take() -> Grant? {
+        if !taken {
+            grant = takeBlocking()
+            taken = true
+        }
+        return grant
+    }
+
+    public func take() async -> Grant? {
+        if !taken {
+            grant = await takeAsync()
+            taken = true
+        }
+        return grant
+    }
+
+    /// The store read or moved the head (nil: unknown after a failed append).
+    public func headMoved(to head: Int64?) { grant?.knownHead = head }
 }
 
 /// A write and the events it appended to the log (empty on the outbox route), in `seq` order.

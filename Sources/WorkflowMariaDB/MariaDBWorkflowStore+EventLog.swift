@@ -117,13 +117,9 @@ extension MariaDBWorkflowStore {
     /// The state of one `.log` write, shared with its transaction body (which may run again
     /// after a deadlock or a stale head). Used by one transaction at a time.
     final class LogAppend: @unchecked Sendable {
-        var knownHead: Int64?
-        let outboxEmpty: Bool
+        let turn: LogTurn
         var appended: [WorkflowEvent] = []
-        init(knownHead: Int64?, outboxEmpty: Bool) {
-            self.knownHead = knownHead
-            self.outboxEmpty = outboxEmpty
-        }
+        init(turn: LogTurn) { self.turn = turn }
     }
 
     /// Outbox rows still pending that may wait in one write's transaction; past this, the write
@@ -139,12 +135,18 @@ extension MariaDBWorkflowStore {
         }
         log.appended = []
         guard !runs.isEmpty else { return }
-        let pending = log.outboxEmpty ? [] : try lockOutbox(c, limit: pendingOutboxLimit + 1)
+        // The log writer's turn, taken now, after the write's other statements: other writes
+        // run those meanwhile. (It may wait for the previous appender's commit.)
+        guard let grant = log.turn.take() else {
+            try writeOutbox(c, runIDs: runs.map(\.runID))  // the relay lease went meanwhile
+            return
+        }
+        let pending = grant.outboxEmpty ? [] : try lockOutbox(c, limit: pendingOutboxLimit + 1)
         if pending.count > pendingOutboxLimit {
             try writeOutbox(c, runIDs: runs.map(\.runID))  // behind the others, in order
             return
         }
-        var head = try log.knownHead ?? Self.head(c)
+        var head = try grant.knownHead ?? Self.head(c)
         var out = try pending.isEmpty ? [] : moveOutbox(c, pending, after: head)
         head += Int64(pending.count)
         let events = runs.enumerated().map { WorkflowEvent(seq: head + Int64($0.offset) + 1, data: $0.element.event) }
@@ -160,7 +162,7 @@ extension MariaDBWorkflowStore {
                 })
         } catch let e as MariaDBError where e.kind == .duplicateKey {
             // Another appender moved the head (a relay whose lease just expired): read it again.
-            log.knownHead = nil
+            log.turn.headMoved(to: nil)
             throw MariaDBError(kind: .retryableConflict, errno: e.errno, sqlState: e.sqlState, message: "the log head moved")
         }
         out += events

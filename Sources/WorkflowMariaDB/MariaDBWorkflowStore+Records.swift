@@ -56,7 +56,7 @@ extension MariaDBWorkflowStore {
     static func logAppend(_ route: EventRoute) -> LogAppend? {
         switch route {
         case .outbox: nil
-        case .log(let head, let empty): LogAppend(knownHead: head, outboxEmpty: empty)
+        case .log(let turn): LogAppend(turn: turn)
         }
     }
 
@@ -129,17 +129,17 @@ extension MariaDBWorkflowStore {
             var outcomes: [UpdateOutcome] = []
             var appended: [WorkflowEvent] = []
             var firstError: (any Error)?
-            var head: Int64? = nil
             for u in updates {
                 do {
-                    let one = try await update([u], route: log == nil ? .outbox : .log(knownHead: head, outboxEmpty: false))
+                    let one = try await update([u], route: route)
                     outcomes.append(contentsOf: one.value)
                     appended += one.appended
-                    head = appended.last?.seq ?? head
+                    // Committed: the next one appends after it (under the same turn).
+                    if let last = one.appended.last { log?.turn.headMoved(to: last.seq) }
                 } catch {
                     firstError = firstError ?? error
                     outcomes.append(.conflict)
-                    head = nil
+                    log?.turn.headMoved(to: nil)
                 }
             }
             if let firstError { throw firstError }
