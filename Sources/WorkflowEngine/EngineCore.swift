@@ -188,8 +188,15 @@ final class EngineCore: Sendable {
             return value
         }
         let turn = WriterTurn(core: self, hooks: a)
+        // Past the limit of writes that may wait on a database thread, take the turn first.
+        let inTransaction = logWriter.enterTransaction(limit: configuration.maxWritesWaitingInTransaction)
+        if !inTransaction { _ = await turn.route.takeAsync() }
         do {
-            let written = try await body(.log(turn.route))
+            let written: Written<T>
+            do {
+                defer { if inTransaction { logWriter.leaveTransaction() } }
+                written = try await body(.log(turn.route))
+            }
             guard let ticket = turn.ticket else {
                 committed(written.value)
                 // Refused (the lease went while the write waited): its events went to the

@@ -75,7 +75,7 @@ public final class InMemoryWorkflowStore: WorkflowStore, RunCountingStore {
     public func create(batch: [NewRun], route: EventRoute) async throws -> Written<[CreateRunResult]> {
         var results: [CreateRunResult] = []
         for n in batch { results.append(try await create(n)) }
-        guard case .log(let turn) = route, await turn.take() != nil else { return Written(results) }
+        guard case .log(let turn) = route, await turn.takeAsync() != nil else { return Written(results) }
         return Written(results, appended: state.withLock { Self.logPendingOutbox(&$0) })
     }
 
@@ -94,7 +94,7 @@ public final class InMemoryWorkflowStore: WorkflowStore, RunCountingStore {
         let outcomes = try applyUpdates(updates)
         // The `.log` route: the turn, then the pending outbox rows (this write's among them)
         // into the log.
-        guard case .log(let turn) = route, await turn.take() != nil else { return Written(outcomes) }
+        guard case .log(let turn) = route, await turn.takeAsync() != nil else { return Written(outcomes) }
         return Written(outcomes, appended: state.withLock { Self.logPendingOutbox(&$0) })
     }
 

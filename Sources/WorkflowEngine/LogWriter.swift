@@ -41,6 +41,8 @@ final class LogWriter: Sendable {
         /// Counts this instance's writes to the outbox, so a drain that raced one does not
         /// call the outbox clean.
         var outboxWrites = 0
+        /// Writes that may block a database thread waiting for their turn (`enterTransaction`).
+        var inTransaction = 0
     }
 
     /// The writer, held: the head it knows and whether the outbox is known to be empty of this
@@ -84,6 +86,19 @@ final class LogWriter: Sendable {
             return ticket!
         }
     }
+
+    /// Whether a write may wait for its turn inside its transaction (a database thread blocked),
+    /// given at most `limit` such writes: if not, it takes its turn before the transaction.
+    /// Balanced by `leaveTransaction` when true.
+    func enterTransaction(limit: Int) -> Bool {
+        state.withLock { s in
+            guard s.inTransaction < limit else { return false }
+            s.inTransaction += 1
+            return true
+        }
+    }
+
+    func leaveTransaction() { state.withLock { $0.inTransaction -= 1 } }
 
     /// Waits for the writer on this thread: only from a database thread (never the concurrency
     /// pool), which may hold the writer's turn inside its transaction.

@@ -81,6 +81,13 @@ extension WorkflowEngine {
         /// How long `history` waits for the relay to log a change that is already committed.
         public var historyWaitMilliseconds: Int = 2_000
 
+        /// Writes that may wait for the log writer's turn inside their transaction, on a
+        /// database thread, at once. Must stay below the store's number of database threads (the
+        /// turn's holder may need one more: the relay's transaction, a per-run fallback); a write
+        /// past the limit takes its turn before its transaction instead. workflowd sets it to
+        /// the pool's `maxOpen − 1`; 0 makes every write take its turn first.
+        public var maxWritesWaitingInTransaction: Int = 8
+
         /// Fault injection, for tests only (workflowd: env `WORKFLOWD_TEST_KILL_AFTER_DIRECT_WRITES`):
         /// the process SIGKILLs itself right after its Nth write straight into the log has
         /// committed — before that write's events are delivered and before its runs' next

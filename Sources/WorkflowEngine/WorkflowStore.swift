@@ -250,7 +250,7 @@ public final class LogTurn: @unchecked Sendable {
         return grant
     }
 
-    public func take() async -> Grant? {
+    public func takeAsync() async -> Grant? {
         if !taken {
             grant = await takeAsync()
             taken = true

@@ -254,6 +254,8 @@ final class Service {
                     metadata: ["lease.ttl_ms": "\(engineConfiguration.leaseTTLMilliseconds)"])
             }
             let store = MariaDBWorkflowStore(pool: db.pool, logger: logger)
+            var engineConfiguration = engineConfiguration
+            engineConfiguration.maxWritesWaitingInTransaction = db.pool.poolConfiguration.maxOpen - 1
             let engine = try WorkflowEngine(
                 store: store, definitions: [try OrderWorkflow.definition(configuration: orders)],
                 configuration: engineConfiguration, logger: logger)

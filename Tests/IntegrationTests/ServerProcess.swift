@@ -113,8 +113,8 @@ final class ServerProcess: @unchecked Sendable {  // used from one test task at 
         process.executableURL = URL(fileURLWithPath: Self.binary)
         // A small pool: many servers run at once in the test process, on one MariaDB.
         process.arguments =
-            ["serve", "--dsn", database.dsn, "--socket", self.socketPath, "--data-dir", directory, "--pool-max-open", "8"]
-            + arguments
+            ["serve", "--dsn", database.dsn, "--socket", self.socketPath, "--data-dir", directory]
+            + (arguments.contains("--pool-max-open") ? [] : ["--pool-max-open", "8"]) + arguments
         var environment = ProcessInfo.processInfo.environment
         environment.removeValue(forKey: "WORKFLOWD_DSN")
         environment.removeValue(forKey: "WORKFLOWD_SOCKET")

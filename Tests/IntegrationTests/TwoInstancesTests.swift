@@ -36,7 +36,7 @@ struct TwoInstancesTests {
         a.kill()
         let killedAt = Date()
         var tookOver: Double?
-        while Date().timeIntervalSince(killedAt) < Double(Self.ttl) * 4 / 1000 {
+        while Date().timeIntervalSince(killedAt) < Double(Self.ttl) * 10 / 1000 {
             let holders = try await db.query(
                 """
                 SELECT COUNT(*), COUNT(DISTINCT holder) FROM workflow_leases
