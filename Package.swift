@@ -90,11 +90,28 @@ let package = Package(
         .testTarget(
             name: "WorkflowServerTests", dependencies: ["WorkflowServer", "WorkflowWire"],
             swiftSettings: swift6),
+        // What the end-to-end tests share (a test database, a real server process, a line
+        // client); no shipped product depends on it.
+        .target(
+            name: "WorkflowTestSupport",
+            dependencies: [
+                "WorkflowMariaDB", "WorkflowEngine", "WorkflowWire", .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swift6),
         // End-to-end: real `workflowd` processes on a real MariaDB, over the real socket.
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
                 "workflowd", "workflowctl", "WorkflowMariaDB", "WorkflowEngine", "WorkflowWire", "OrderWorkflow",
+                "WorkflowTestSupport", .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swift6),
+        // On a real 3-node Galera cluster (scripts/galera.sh; WORKFLOWD_GALERA_DSNS): skipped
+        // without one.
+        .testTarget(
+            name: "GaleraTests",
+            dependencies: [
+                "workflowd", "WorkflowMariaDB", "WorkflowEngine", "WorkflowWire", "WorkflowTestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swift6),

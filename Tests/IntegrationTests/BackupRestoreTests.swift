@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import WorkflowMariaDB
+import WorkflowTestSupport
 import WorkflowWire
 
 #if canImport(Glibc)

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WorkflowTestSupport
 import WorkflowWire
 
 /// The command-line tools as a user runs them: `workflowctl` against a real server (output and

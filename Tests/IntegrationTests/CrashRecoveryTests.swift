@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WorkflowTestSupport
 import WorkflowWire
 
 /// Guarantees 2, 4, 6 and 7 against real processes: acknowledged submits are durable, a server

@@ -1,3 +1,4 @@
+import WorkflowTestSupport
 import WorkflowWire
 
 /// The line generator of `FaultTests.fuzzer`: random and mutated request lines from a fixed

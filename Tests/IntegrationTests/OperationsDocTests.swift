@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WorkflowTestSupport
 
 /// docs/operations.md cannot drift from the code: every `--flag`, `WORKFLOWD_*` variable and
 /// `workflowd_*` metric it names exists in the sources (or, for a flag, belongs to a named other

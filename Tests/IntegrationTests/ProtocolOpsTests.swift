@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WorkflowTestSupport
 import WorkflowWire
 
 /// Every op of PROTOCOL.md on a real `workflowd serve` and MariaDB, with exactly its reply fields.

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Testing
 import WorkflowMariaDB
+import WorkflowTestSupport
 import WorkflowWire
 
 #if canImport(Glibc)
@@ -128,86 +129,6 @@ func expectEvent(_ event: JSON?, sourceLocation: SourceLocation = #_sourceLocati
         #expect(event["status_code"]?.int64Value == Int64(i + 1), "\(event)", sourceLocation: sourceLocation)
     } else {
         Issue.record("status not a contract name: \(event)", sourceLocation: sourceLocation)
-    }
-}
-
-enum LineRead: Equatable {
-    case line(String)
-    case closed
-    case timedOut
-}
-
-extension LineClient {
-    /// Writes bytes exactly as given (no line end added).
-    func sendRaw(_ bytes: [UInt8]) throws {
-        var off = 0
-        while off < bytes.count {
-            let n = bytes[off...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            guard n > 0 else { throw TestError("write failed: errno \(errno)") }
-            off += n
-        }
-    }
-
-    /// The next line, `.closed` at end of stream, `.timedOut` after `timeout` seconds.
-    func next(timeout: Double) throws -> LineRead {
-        do {
-            guard let line = try readLine(timeout: timeout) else { return .closed }
-            return .line(line)
-        } catch let e as TestError where e.description.hasPrefix("no reply") {
-            return .timedOut
-        }
-    }
-
-    /// The next line parsed; fails on end of stream or timeout.
-    func readJSON(timeout: Double = 30) throws -> JSON {
-        guard let line = try readLine(timeout: timeout) else { throw TestError("connection closed") }
-        return try JSONParser.parse(line)
-    }
-
-    /// Sends one request and returns the raw reply line.
-    func callLine(_ line: String, timeout: Double = 30) throws -> String {
-        try send(line)
-        guard let reply = try readLine(timeout: timeout) else { throw TestError("connection closed") }
-        return reply
-    }
-
-    /// Every line until the server closes (fails after `timeout`).
-    func readUntilClosed(timeout: Double = 30) throws -> [String] {
-        var lines: [String] = []
-        let deadline = Date().addingTimeInterval(timeout)
-        while true {
-            let left = deadline.timeIntervalSinceNow
-            guard left > 0 else { throw TestError("connection still open after \(timeout) s; got \(lines.count) lines") }
-            switch try next(timeout: left) {
-            case .line(let l): lines.append(l)
-            case .closed: return lines
-            case .timedOut: throw TestError("connection still open after \(timeout) s; got \(lines.count) lines")
-            }
-        }
-    }
-
-    /// Shrinks the receive buffer so a reader that stops reading pushes back sooner.
-    func setReceiveBuffer(_ bytes: Int32) {
-        var v = bytes
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, socklen_t(MemoryLayout<Int32>.size))
-    }
-}
-
-/// A reference made sendable for hand-over to one other thread at a time.
-final class Unchecked<T>: @unchecked Sendable {
-    var value: T
-    init(_ value: T) { self.value = value }
-}
-
-/// Runs `body` on its own thread (blocking socket I/O must not tie up the cooperative pool)
-/// and returns its result.
-func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, any Error>) in
-        let t = Thread {
-            do { c.resume(returning: try body()) } catch { c.resume(throwing: error) }
-        }
-        t.stackSize = 1 << 20
-        t.start()
     }
 }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WorkflowTestSupport
 import WorkflowWire
 
 /// Retention with real processes on a real MariaDB: `workflowd prune` (dry run, then real

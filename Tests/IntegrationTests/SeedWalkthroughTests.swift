@@ -1,6 +1,7 @@
 import Foundation
 import OrderWorkflow
 import Testing
+import WorkflowTestSupport
 import WorkflowWire
 
 /// The seed's example end to end: the five sample orders through a real server on a real

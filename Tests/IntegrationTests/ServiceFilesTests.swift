@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WorkflowTestSupport
 import WorkflowMariaDB
 
 /// contrib/workflowd.service and contrib/workflowd.env.example: the unit is checked by

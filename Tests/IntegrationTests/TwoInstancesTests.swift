@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WorkflowTestSupport
 import WorkflowWire
 
 /// Several instances on one database share the work through leases; every transition happens

@@ -11,8 +11,8 @@ import Glibc
 
 /// A fresh database on the test MariaDB (`WORKFLOWD_TEST_DSN`, or a private server started once
 /// in /tmp/workflowd-tests-<uid>), dropped by `drop()`.
-struct IntegrationDatabase: Sendable {
-    static let base: Result<MariaDBConfiguration, any Error> = {
+public struct IntegrationDatabase: Sendable {
+    public static let base: Result<MariaDBConfiguration, any Error> = {
         do {
             if let dsn = ProcessInfo.processInfo.environment["WORKFLOWD_TEST_DSN"], !dsn.isEmpty {
                 return .success(try MariaDBConfiguration(dsn: dsn))
@@ -25,16 +25,18 @@ struct IntegrationDatabase: Sendable {
         }
     }()
 
-    static let logger: Logger = {
+    public static let logger: Logger = {
         var l = Logger(label: "integration")
         l.logLevel = .warning
         return l
     }()
 
-    let configuration: MariaDBConfiguration
+    public let configuration: MariaDBConfiguration
+
+    public init(configuration: MariaDBConfiguration) { self.configuration = configuration }
 
     /// The DSN of this database in the Go form workflowd accepts.
-    var dsn: String {
+    public var dsn: String {
         guard case .unix(let path) = configuration.endpoint else {
             if case .tcp(let host, let port) = configuration.endpoint {
                 let auth = configuration.password.map { "\(configuration.user):\($0)" } ?? configuration.user
@@ -52,8 +54,13 @@ struct IntegrationDatabase: Sendable {
         return "\(auth)@unix(\(path))/\(configuration.database)"
     }
 
-    static func create() async throws -> IntegrationDatabase {
-        var config = try base.get()
+    public static func create() async throws -> IntegrationDatabase {
+        try await create(on: try base.get())
+    }
+
+    /// A fresh database, migrated, on the server `server` names (its database part is ignored).
+    public static func create(on server: MariaDBConfiguration) async throws -> IntegrationDatabase {
+        var config = server
         let name = "wfit_\(UInt64.random(in: 0...UInt64.max) % 1_000_000_000_000)"
         let admin = MariaDBPool(configuration: config, pool: PoolConfiguration(maxOpen: 1, maxIdle: 0, maxLifetimeSeconds: 60), logger: logger)
         defer { admin.shutdown() }
@@ -66,13 +73,13 @@ struct IntegrationDatabase: Sendable {
     }
 
     /// Runs text SQL (no input) and returns rows as strings.
-    func query(_ sql: String) async throws -> [[String?]] {
+    public func query(_ sql: String) async throws -> [[String?]] {
         let pool = MariaDBPool(configuration: configuration, pool: PoolConfiguration(maxOpen: 1, maxIdle: 0, maxLifetimeSeconds: 60), logger: Self.logger)
         defer { pool.shutdown() }
         return try await pool.withConnection { try $0.queryText(sql) }
     }
 
-    func drop() async {
+    public func drop() async {
         var config = configuration
         let name = config.database
         config.database = ""
@@ -83,27 +90,27 @@ struct IntegrationDatabase: Sendable {
 }
 
 /// A real `workflowd serve` process on a temporary socket.
-final class ServerProcess: @unchecked Sendable {  // used from one test task at a time
-    let process: Process
-    let socketPath: String
-    let logPath: String
-    let directory: String
+public final class ServerProcess: @unchecked Sendable {  // used from one test task at a time
+    public let process: Process
+    public let socketPath: String
+    public let logPath: String
+    public let directory: String
 
     /// The built `workflowd` next to this test bundle (or `WORKFLOWD_BIN`).
-    static var binary: String {
+    public static var binary: String {
         if let bin = ProcessInfo.processInfo.environment["WORKFLOWD_BIN"], !bin.isEmpty { return bin }
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("workflowd").path
     }
 
     /// Zero simulated latency and no random failures unless `env` says otherwise.
-    static let quietEnvironment = [
+    public static let quietEnvironment = [
         "WORKFLOWD_PAYMENT_LATENCY_MS": "0", "WORKFLOWD_FULFILLMENT_LATENCY_MS": "0",
         "WORKFLOWD_PAYMENT_DECLINE_RATE": "0", "WORKFLOWD_FULFILLMENT_FAILURE_RATE": "0",
         "WORKFLOWD_LOG_LEVEL": "warning",
     ]
 
-    init(database: IntegrationDatabase, env: [String: String] = [:], arguments: [String] = [], socketPath: String? = nil) throws {
+    public init(database: IntegrationDatabase, env: [String: String] = [:], arguments: [String] = [], socketPath: String? = nil) throws {
         directory = NSTemporaryDirectory() + "wfit-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         self.socketPath = socketPath ?? directory + "/s.sock"
@@ -128,7 +135,7 @@ final class ServerProcess: @unchecked Sendable {  // used from one test task at 
     }
 
     /// Waits until the socket answers `ping`.
-    func waitReady(timeout: Double = 60) async throws {
+    public func waitReady(timeout: Double = 60) async throws {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             guard process.isRunning else { throw TestError("workflowd exited early:\n\(log)") }
@@ -140,7 +147,7 @@ final class ServerProcess: @unchecked Sendable {  // used from one test task at 
         throw TestError("workflowd did not become ready:\n\(log)")
     }
 
-    static func start(database: IntegrationDatabase, env: [String: String] = [:], arguments: [String] = []) async throws -> ServerProcess {
+    public static func start(database: IntegrationDatabase, env: [String: String] = [:], arguments: [String] = []) async throws -> ServerProcess {
         let s = try ServerProcess(database: database, env: env, arguments: arguments)
         do {
             try await s.waitReady()
@@ -159,19 +166,19 @@ final class ServerProcess: @unchecked Sendable {  // used from one test task at 
         }
     }
 
-    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+    public var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
-    func client() throws -> LineClient { try LineClient(path: socketPath) }
+    public func client() throws -> LineClient { try LineClient(path: socketPath) }
 
     /// SIGKILL, no goodbye.
-    func kill() {
+    public func kill() {
         if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
     }
 
     /// SIGTERM and wait; returns the exit status.
     @discardableResult
-    func terminate(timeout: Double = 60) async throws -> Int32 {
+    public func terminate(timeout: Double = 60) async throws -> Int32 {
         if process.isRunning { Glibc.kill(process.processIdentifier, SIGTERM) }
         let deadline = Date().addingTimeInterval(timeout)
         while process.isRunning {
@@ -187,7 +194,7 @@ final class ServerProcess: @unchecked Sendable {  // used from one test task at 
 
 extension IntegrationDatabase {
     /// Polls `sql` (one integer) until it equals `value`.
-    func waitFor(_ sql: String, equals value: Int, timeout: Double = 60) async throws {
+    public func waitFor(_ sql: String, equals value: Int, timeout: Double = 60) async throws {
         let deadline = Date().addingTimeInterval(timeout)
         var last = -1
         while Date() < deadline {
@@ -198,7 +205,7 @@ extension IntegrationDatabase {
         throw TestError("\(sql) stayed at \(last), expected \(value)")
     }
 
-    func int(_ sql: String) async throws -> Int {
+    public func int(_ sql: String) async throws -> Int {
         Int(try await query(sql).first?.first??.description ?? "") ?? -1
     }
 }
@@ -206,7 +213,7 @@ extension IntegrationDatabase {
 extension IntegrationDatabase {
     /// Exactly once and in order: each run's events carry versions 1…N once each (N = the
     /// record's version), in `seq` order; the event log is 1…head without a gap.
-    func expectEveryTransitionOnceAndLogGapFree(sourceLocation: SourceLocation = #_sourceLocation) async throws {
+    public func expectEveryTransitionOnceAndLogGapFree(sourceLocation: SourceLocation = #_sourceLocation) async throws {
         let bad = try await query(
             """
             SELECT r.run_id FROM workflow_records r JOIN
@@ -229,7 +236,7 @@ extension IntegrationDatabase {
     }
 
     /// Which runs are unfinished and why, to explain a failed wait.
-    func stuckRunsReport() async throws -> String {
+    public func stuckRunsReport() async throws -> String {
         let stuck = try await query(
             """
             SELECT r.foreign_id, r.status, r.run_state, r.version, r.reason, CAST(r.meta AS CHAR),
@@ -244,6 +251,6 @@ extension IntegrationDatabase {
 }
 
 /// An order as a client sends it.
-func orderJSON(_ id: String, name: String = "Ann Example", email: String = "ann@example.com") -> String {
+public func orderJSON(_ id: String, name: String = "Ann Example", email: String = "ann@example.com") -> String {
     #"{"id":"\#(id)","customer_name":"\#(name)","email":"\#(email)","items":[{"product_id":"p1","name":"Laptop","quantity":1,"price":1299.99},{"product_id":"p2","name":"Mouse","quantity":2,"price":29.99}],"total":1359.97}"#
 }
