@@ -145,12 +145,13 @@ live_pid() {
 
 running() { live_pid "$1" >/dev/null || ping_ok "$1"; }
 
-# wsrep_status N: prints "STATE SIZE CLUSTER_STATUS READY", e.g. "Synced 3 Primary ON".
+# wsrep_status N: prints "STATE SIZE CLUSTER_STATUS READY LAST_COMMITTED", e.g.
+# "Synced 3 Primary ON 42".
 # SHOW STATUS works even while the node is not ready for other queries.
 wsrep_status() {
     local out
     out="$("$CLIENT" --no-defaults --socket="${SOCK[$1]}" --user="$user" --connect-timeout=2 -N -B \
-        -e "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_state_comment', 'wsrep_cluster_size', 'wsrep_cluster_status', 'wsrep_ready')" \
+        -e "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_state_comment', 'wsrep_cluster_size', 'wsrep_cluster_status', 'wsrep_ready', 'wsrep_last_committed')" \
         </dev/null 2>/dev/null)" || return 1
     printf '%s\n' "$out" | awk -F'\t' '
         { v[tolower($1)] = $2 }
@@ -159,7 +160,8 @@ wsrep_status() {
             z = v["wsrep_cluster_size"]; if (z == "") z = "?"
             c = v["wsrep_cluster_status"]; if (c == "") c = "?"
             r = v["wsrep_ready"]; if (r == "") r = "?"
-            print s, z, c, r
+            l = v["wsrep_last_committed"]; if (l == "") l = -1
+            print s, z, c, r, l
         }'
 }
 
@@ -169,9 +171,39 @@ synced() {
     local out st size cstat ready
     [ -S "${SOCK[$1]}" ] || return 1
     out="$(wsrep_status "$1")" || return 1
-    read -r st size cstat ready <<<"$out"
+    read -r st size cstat ready _ <<<"$out"
     [ "$st" = Synced ] && [ "$cstat" = Primary ] && [ "$ready" = ON ] || return 1
     [ -z "${2:-}" ] || [ "$size" = "$2" ]
+}
+
+any_synced() { # any_synced N...: one of the nodes is Synced in a Primary component
+    local n
+    for n in "$@"; do
+        if synced "$n"; then return 0; fi
+    done
+    return 1
+}
+
+# rebootstrap_candidate N...: if all these nodes answer and are non-Primary, set BOOT to the one
+# with the highest last committed seqno.
+rebootstrap_candidate() {
+    local n out st size cstat ready last best=-2
+    BOOT=""
+    for n in "$@"; do
+        out="$(wsrep_status "$n")" || return 1
+        read -r st size cstat ready last <<<"$out"
+        [ "$cstat" = non-Primary ] || return 1
+        case "$last" in '' | *[!0-9-]*) last=-1 ;; esac
+        if [ "$last" -gt "$best" ]; then BOOT=$n; best=$last; fi
+    done
+    [ -n "$BOOT" ]
+}
+
+cluster_size_is() { # cluster_size_is N SIZE: node N's view has SIZE members, whatever its state
+    local out st size
+    out="$(wsrep_status "$1")" || return 1
+    read -r st size _ <<<"$out"
+    [ "$size" = "$2" ]
 }
 
 log_tail() {
@@ -230,28 +262,33 @@ check_ports() { # check_ports N: node N's ports must be free before it starts
 # rsync daemon it starts on the joiner drops to uid nobody (its generated rsyncd.conf has no
 # "uid =" line) and cannot write the root-owned datadir. DIR/bin holds a copy of the script that
 # keeps the daemon as the current user, under the same name (so the method is still "rsync");
-# the servers run with DIR/bin first in PATH. A non-root rsync daemon does not switch users at
-# all (and may not call setgroups), so for a non-root user the copy is unchanged.
+# the servers run with DIR/bin first in PATH (see launch). A non-root rsync daemon does not
+# switch users at all (and may not call setgroups), so for a non-root user only the log line is
+# added: "galera.sh copy ..." in a node's error.log shows that this copy ran.
 setup_sst_bin() {
     local src tmp
     src="$(find_sst_script)"
     mkdir -p "$dir/bin"
     ln -sfn "$src/wsrep_sst_common" "$dir/bin/wsrep_sst_common"
     tmp="$dir/bin/.wsrep_sst_rsync.$$"
+    local sed_args=(-e "/^\\. .*wsrep_sst_common/a wsrep_log_info \"galera.sh copy \$0, rsync daemon as $user\"")
     if [ "$(id -u)" -eq 0 ]; then
         local group
         group="$(id -gn)"
-        sed -e "/^use chroot = no\$/a uid = $user" -e "/^use chroot = no\$/a gid = $group" \
-            "$src/wsrep_sst_rsync" >"$tmp"
-        if ! grep -qx "uid = $user" "$tmp" || ! grep -qx "gid = $group" "$tmp"; then
-            rm -f "$tmp"
-            die "could not patch $src/wsrep_sst_rsync (no 'use chroot = no' line); this MariaDB version needs a new fix"
-        fi
-    else
-        cp "$src/wsrep_sst_rsync" "$tmp"
+        sed_args+=(-e "/^use chroot = no\$/a uid = $user" -e "/^use chroot = no\$/a gid = $group")
+    fi
+    sed "${sed_args[@]}" "$src/wsrep_sst_rsync" >"$tmp"
+    if ! grep -q '^wsrep_log_info "galera.sh copy' "$tmp" ||
+        { [ "$(id -u)" -eq 0 ] && { ! grep -qx "uid = $user" "$tmp" || ! grep -qx "gid = $group" "$tmp"; }; }; then
+        rm -f "$tmp"
+        die "could not patch $src/wsrep_sst_rsync (its lines differ from MariaDB 10.11's); the SST fix in $0 needs updating"
     fi
     chmod 755 "$tmp"
     mv -f "$tmp" "$dir/bin/wsrep_sst_rsync"
+    local base
+    base="$(cd "$(dirname "$SERVER")/.." && pwd)"
+    sst_path_guard="$base//bin"
+    [ "$base" = /usr ] || sst_path_guard="$sst_path_guard:/usr//bin"
 }
 
 grastate() { # grastate N FIELD: uuid, seqno or safe_to_bootstrap from node N's grastate.dat
@@ -330,7 +367,6 @@ recover_position() {
     esac
 }
 
-
 initialise_node1() {
     local INSTALL_DB created=0
     INSTALL_DB="$(find_tool mariadb-install-db mysql_install_db)"
@@ -382,14 +418,17 @@ launch() {
             case "$fd" in 0 | 1 | 2 | *[!0-9]*) ;; *) eval "exec $fd>&-" 2>/dev/null || true ;; esac
         done
         exec 9>&- </dev/null >>"${ERRLOG[n]}" 2>&1
-        # DIR/bin first: the SST script copy that works as root (see setup_sst_bin).
-        export PATH="$dir/bin:$PATH"
+        # DIR/bin first: the SST script copy that works as root (see setup_sst_bin). mariadbd
+        # prepends BASEDIR/bin (on Debian literally "/usr//bin") to PATH before it runs an SST
+        # script, unless PATH already contains that string: so it goes right after DIR/bin.
+        export PATH="$dir/bin:$sst_path_guard:$PATH"
         if command -v setsid >/dev/null 2>&1; then
             exec setsid "$SERVER" "${ARGS[@]}"
         fi
         exec nohup "$SERVER" "${ARGS[@]}"
     ) &
     LAUNCHED[n]=$!
+    disown "${LAUNCHED[n]}" 2>/dev/null || true # no "Killed"/"Aborted" notes from this shell
     echo "${LAUNCHED[n]}" >"${NDIR[n]}/launched.pid"
 }
 
@@ -400,6 +439,7 @@ wait_synced() {
     while ! synced "$n"; do
         if ! live_pid "$n" >/dev/null && { [ -z "${LAUNCHED[n]:-}" ] || not_alive "${LAUNCHED[n]}"; }; then
             log_tail "${ERRLOG[n]}"
+            sst_hint "$n"
             die "node$n's mariadbd exited before it was Synced (see ${ERRLOG[n]})"
         fi
         if [ "$SECONDS" -ge "$deadline" ]; then
@@ -411,16 +451,26 @@ wait_synced() {
     say "node$n: Synced after $((SECONDS - t0))s$(transfer_note "$n")"
 }
 
+# If a state transfer ran the stock script instead of DIR/bin's copy, say so.
+sst_hint() {
+    local n=$1 new
+    new="$(tail -c "+${LOG_OFFSET[n]:-1}" "${ERRLOG[n]}" 2>/dev/null || true)"
+    if grep -q "wsrep_sst_rsync --role 'joiner'" <<<"$new" && ! grep -q 'galera.sh copy' <<<"$new"; then
+        say "node$n ran the stock wsrep_sst_rsync, not $dir/bin/wsrep_sst_rsync (see setup_sst_bin in $0)"
+    fi
+}
+
 # How the node got its state, from what it logged since launch.
 transfer_note() {
     local n=$1 new
     [ -n "${LOG_OFFSET[n]:-}" ] || return 0
     if [ "${MODE[n]:-}" = bootstrap ]; then echo " (bootstrapped the cluster)"; return 0; fi
     new="$(tail -c "+${LOG_OFFSET[n]}" "${ERRLOG[n]}" 2>/dev/null || true)"
-    if grep -q 'SST succeeded' <<<"$new"; then
-        echo " (state transfer: SST by rsync)"
-    elif grep -qE 'IST received|Receiving IST' <<<"$new"; then
-        echo " (state transfer: IST)"
+    # The joiner logs "SST succeeded" and "IST received" either way; the script's line tells.
+    if grep -q 'rsync SST completed on joiner' <<<"$new"; then
+        echo " (state transfer: SST, a full copy by rsync)"
+    elif grep -qE 'rsync IST completed on joiner|Receiving IST: [0-9]+ writesets' <<<"$new"; then
+        echo " (state transfer: IST, $(sed -n 's/.*Receiving IST: \([0-9]*\) writesets.*/\1/p' <<<"$new" | tail -n 1) write sets)"
     else
         echo " (no state transfer needed)"
     fi
@@ -463,7 +513,7 @@ do_start() {
 
     local n up=() boot=""
     for n in "${nodes[@]}"; do
-        if running "$n"; then up+=("$n"); fi
+        if running "$n"; then up+=("$n"); else check_ports "$n"; fi
     done
 
     if [ "${#up[@]}" -eq 0 ]; then
@@ -477,13 +527,19 @@ do_start() {
         launch "$boot" bootstrap
         wait_synced "$boot"
     else
-        say "already running: node${up[*]}"
-        # One running member must be a healthy Primary component for the others to join.
-        local ok=0
-        for n in "${up[@]}"; do
-            if wait_for "$start_timeout" synced "$n"; then ok=1; break; fi
-        done
-        [ "$ok" -eq 1 ] || die "node${up[*]} run but none is Synced in a Primary component; run '$0 stop $dir' first"
+        say "already running: ${up[*]/#/node}"
+        # One running member must be Synced in a Primary component for the others to join. A
+        # survivor whose peers crashed has lost quorum and stays non-Primary: bootstrap it again.
+        if ! wait_for 5 any_synced "${up[@]}"; then
+            if rebootstrap_candidate "${up[@]}"; then
+                say "node$BOOT lost quorum (non-Primary); bootstrapping it again (pc.bootstrap=YES)"
+                "$CLIENT" --no-defaults --socket="${SOCK[BOOT]}" --user="$user" --connect-timeout=2 \
+                    -e "SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'" </dev/null ||
+                    die "could not bootstrap node$BOOT again"
+            fi
+            wait_for "$start_timeout" any_synced "${up[@]}" ||
+                die "$(printf 'node%s ' "${up[@]}")run but none is Synced in a Primary component; run '$0 stop $dir' first"
+        fi
     fi
 
     for n in "${nodes[@]}"; do
@@ -558,7 +614,7 @@ do_status() {
         if ping_ok "$n"; then
             pid="$(live_pid "$n")" || pid="?"
             if out="$(wsrep_status "$n")"; then
-                read -r st size cstat ready <<<"$out"
+                read -r st size cstat ready _ <<<"$out"
                 echo "node$n: running (pid $pid), $st, cluster size $size, $cstat, socket ${SOCK[n]}"
                 if [ "$st" = Synced ] && [ "$size" = 3 ] && [ "$cstat" = Primary ]; then all=$((all + 1)); fi
             else
@@ -593,13 +649,14 @@ do_kill() {
     wait_for 10 not_alive "$pid" || die "node$n's mariadbd (pid $pid) survived SIGKILL"
     # Like a crash: the pid file, socket and grastate.dat stay as they were.
     say "node$n: gone"
-    # Wait (a little) until the survivors have noticed, so a status right after is meaningful.
+    # Wait (a little) until the survivors have noticed, so a status right after is meaningful
+    # (a lone survivor of two reports a non-Primary cluster of 1: no quorum).
     for m in "${nodes[@]}"; do
         [ "$m" != "$n" ] || continue
         if ping_ok "$m"; then others+=("$m"); fi
     done
     for m in "${others[@]}"; do
-        wait_for 30 synced "$m" "${#others[@]}" ||
+        wait_for 30 cluster_size_is "$m" "${#others[@]}" ||
             say "node$m still reports $(wsrep_status "$m" || echo 'no status') after 30s"
     done
 }
